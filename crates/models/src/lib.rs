@@ -1,0 +1,21 @@
+//! Hugging Face checkpoints (`config.json`, `model.safetensors`,
+//! `tokenizer.json`) mapped onto hand-written model graphs, and the pipeline
+//! tasks built on them.
+//!
+//! - [`weights`]: memory-mapped safetensors and the path-scoped, shape-checking loader;
+//! - [`config`]: `config.json` with Hugging Face field names;
+//! - [`tokenizer`]: `tokenizer.json`, configured as Python transformers uses it;
+//! - [`bert`], [`distilbert`]: the encoder models;
+//! - [`auto`]: choosing the architecture from `model_type`;
+//! - [`pipelines`]: the tasks (`text-classification`, `feature-extraction`);
+//! - [`hub`]: resolving a model id in the local Hugging Face cache.
+
+pub mod auto;
+pub mod bert;
+pub mod config;
+pub mod distilbert;
+pub mod encoder;
+pub mod hub;
+pub mod pipelines;
+pub mod tokenizer;
+pub mod weights;

@@ -1,0 +1,204 @@
+//! Memory-mapped safetensors checkpoints and a path-scoped, shape-checking loader.
+//!
+//! ```text
+//! let ckpt = Checkpoint::open("model.safetensors")?;
+//! let layer = ckpt.root().pp("encoder").pp("layer").pp(0);    // like `cd` into a folder
+//! let w = layer.pp("attention.self.query").get2("weight", (768, 768))?;
+//! ```
+//! A missing tensor or a wrong shape is an error naming the full dotted name,
+//! the expected and the actual shape.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use memmap2::Mmap;
+use ndarray::{Array1, Array2, ArrayD, IxDyn};
+use safetensors::tensor::{Dtype, TensorInfo};
+use safetensors::SafeTensors;
+
+use transformer::{Embedding, LayerNorm, Linear};
+
+/// An open `model.safetensors`: the file is memory-mapped and only its header
+/// is parsed up front; a tensor's bytes are read (and converted to f32) when
+/// it is fetched.
+pub struct Checkpoint {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Offset of the data section: 8 bytes of header length, then the JSON header.
+    data_start: usize,
+    tensors: HashMap<String, TensorInfo>,
+}
+
+impl Checkpoint {
+    /// Opens and validates a safetensors file.
+    ///
+    /// # Errors
+    /// If the file cannot be read, its header is not valid safetensors, or it
+    /// is shorter than its header says (a truncated download).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: the map is read-only; a checkpoint rewritten while we run is
+        // outside what an inference process can guard against.
+        let mmap = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot memory-map {}", path.display()))?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
+            anyhow::anyhow!("{} is not a valid safetensors file ({e:?}); re-download or re-save the checkpoint", path.display())
+        })?;
+        let data_start = 8 + header_len;
+        let tensors: HashMap<String, TensorInfo> =
+            metadata.tensors().into_iter().map(|(name, info)| (name, info.clone())).collect();
+        let data_end = tensors.values().map(|t| t.data_offsets.1).max().unwrap_or(0);
+        if data_start + data_end > mmap.len() {
+            bail!(
+                "{} is truncated: its header describes {} bytes of tensor data but the file holds {}; re-download it",
+                path.display(),
+                data_end,
+                mmap.len().saturating_sub(data_start)
+            );
+        }
+        Ok(Self { path, mmap, data_start, tensors })
+    }
+
+    /// The file this checkpoint was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether a tensor of this full name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// All tensor names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The scope at the root of the name space.
+    pub fn root(&self) -> Weights<'_> {
+        Weights { ckpt: self, prefix: String::new() }
+    }
+
+    /// Reads a tensor as f32 after checking its shape.
+    fn tensor(&self, name: &str, expected: &[usize]) -> Result<ArrayD<f32>> {
+        let Some(info) = self.tensors.get(name) else {
+            bail!("tensor `{name}` not found in {} (is this the right architecture?)", self.path.display());
+        };
+        if info.shape != expected {
+            bail!("tensor `{name}` has shape {:?}, expected {:?} from config.json", info.shape, expected);
+        }
+        let bytes = &self.mmap[self.data_start + info.data_offsets.0..self.data_start + info.data_offsets.1];
+        let values: Vec<f32> = match info.dtype {
+            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+            other => bail!("tensor `{name}` is {other:?}; only F32, F16 and BF16 weights are supported"),
+        };
+        let numel: usize = expected.iter().product();
+        if values.len() != numel {
+            bail!("tensor `{name}` holds {} values, its shape {:?} needs {numel}", values.len(), expected);
+        }
+        Ok(ArrayD::from_shape_vec(IxDyn(expected), values).expect("length checked above"))
+    }
+}
+
+/// bfloat16 is the top half of an f32.
+fn bf16_to_f32(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}
+
+/// IEEE half precision (1 sign, 5 exponent, 10 mantissa bits) to f32.
+fn f16_to_f32(bits: u16) -> f32 {
+    let sign = ((bits >> 15) as u32) << 31;
+    let exp = ((bits >> 10) & 0x1f) as u32;
+    let mant = (bits & 0x3ff) as u32;
+    let magnitude = match (exp, mant) {
+        (0, 0) => 0,
+        // subnormal: mant * 2^-24
+        (0, _) => (mant as f32 * 2f32.powi(-24)).to_bits(),
+        // infinity or NaN
+        (0x1f, _) => 0x7f80_0000 | (mant << 13),
+        // normal: rebias the exponent from 15 to 127
+        _ => ((exp + 127 - 15) << 23) | (mant << 13),
+    };
+    f32::from_bits(sign | magnitude)
+}
+
+/// A scope inside a checkpoint's dotted name space, like a current directory.
+#[derive(Clone)]
+pub struct Weights<'a> {
+    ckpt: &'a Checkpoint,
+    prefix: String,
+}
+
+impl<'a> Weights<'a> {
+    /// Descends into a sub-scope: `w.pp("encoder").pp(3)` is `encoder.3.`.
+    pub fn pp(&self, name: impl Display) -> Weights<'a> {
+        Weights { ckpt: self.ckpt, prefix: format!("{}{}.", self.prefix, name) }
+    }
+
+    /// The full dotted name of `name` in this scope.
+    pub fn full_name(&self, name: &str) -> String {
+        format!("{}{}", self.prefix, name)
+    }
+
+    /// Whether `name` exists in this scope.
+    pub fn contains(&self, name: &str) -> bool {
+        self.ckpt.contains(&self.full_name(name))
+    }
+
+    /// A 1-D tensor of `n` elements.
+    pub fn get1(&self, name: &str, n: usize) -> Result<Array1<f32>> {
+        let t = self.ckpt.tensor(&self.full_name(name), &[n])?;
+        Ok(t.into_dimensionality().expect("rank checked"))
+    }
+
+    /// A 2-D tensor of shape `(rows, cols)`.
+    pub fn get2(&self, name: &str, (rows, cols): (usize, usize)) -> Result<Array2<f32>> {
+        let t = self.ckpt.tensor(&self.full_name(name), &[rows, cols])?;
+        Ok(t.into_dimensionality().expect("rank checked"))
+    }
+
+    /// `torch.nn.Linear(in, out)` in this scope: `weight` `(out, in)`, `bias` `(out)`.
+    pub fn linear(&self, in_features: usize, out_features: usize) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.get2("weight", (out_features, in_features))?,
+            bias: Some(self.get1("bias", out_features)?),
+        })
+    }
+
+    /// `torch.nn.LayerNorm(c, eps)` in this scope: `weight` and `bias`, both `(c)`.
+    ///
+    /// Checkpoint quirk: BERT checkpoints converted from TensorFlow name these
+    /// `gamma` and `beta`; transformers renames them on load, and so do we.
+    pub fn layer_norm(&self, c: usize, eps: f32) -> Result<LayerNorm> {
+        let (w, b) = if !self.contains("weight") && self.contains("gamma") { ("gamma", "beta") } else { ("weight", "bias") };
+        Ok(LayerNorm { weight: self.get1(w, c)?, bias: self.get1(b, c)?, eps })
+    }
+
+    /// `torch.nn.Embedding(n, c)` in this scope: `weight` `(n, c)`.
+    pub fn embedding(&self, n: usize, c: usize) -> Result<Embedding> {
+        Ok(Embedding { weight: self.get2("weight", (n, c))? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_precision_conversions_by_hand() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+        assert_eq!(bf16_to_f32(0x3f80), 1.0);
+        assert_eq!(bf16_to_f32(0xc040), -3.0);
+    }
+}

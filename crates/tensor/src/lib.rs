@@ -1,0 +1,16 @@
+//! A minimal f32 tensor kit on top of `ndarray`.
+//!
+//! Everything a transformer forward pass needs beyond indexing: matrix
+//! products ([`matmul`]), the row-wise softmax ([`softmax_last_dim`]), layer
+//! normalisation ([`layer_norm`]) and the two GELU variants ([`gelu_erf`],
+//! [`gelu_tanh`]). Each fast kernel has a naive reference beside it that the
+//! tests compare against.
+//!
+//! Shape letters used in the docs: `M, K, N` are matrix sizes in
+//! `(M, K) x (K, N) -> (M, N)`; `B` is a batch of independent matrices.
+
+pub mod matmul;
+pub mod ops;
+
+pub use matmul::{batched_matmul, matmul, matmul_naive};
+pub use ops::{erf, gelu_erf, gelu_tanh, layer_norm, softmax_last_dim, softmax_naive};

@@ -1,0 +1,98 @@
+//! Parameterised layers: `Linear`, `LayerNorm`, `Embedding`.
+
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+
+/// An affine map `y = x W^T + b`, with `W` stored `(out, in)` as in `torch.nn.Linear`.
+///
+/// (GPT-2's `Conv1D` stores its weight `(in, out)`; its loader transposes it
+/// once into this orientation, so every layer here reads the same way.)
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// `(out, in)`
+    pub weight: Array2<f32>,
+    /// `(out)`
+    pub bias: Option<Array1<f32>>,
+}
+
+impl Linear {
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.weight.ncols()
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.weight.nrows()
+    }
+
+    /// `y = x W^T + b`.
+    ///
+    /// # Shapes
+    /// `(N, in) -> (N, out)`
+    pub fn forward(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        // (N, in) x (in, out) -> (N, out); W^T is a strided view, not a copy
+        let mut y = tensor::matmul(x, self.weight.t());
+        if let Some(bias) = &self.bias {
+            y += bias;
+        }
+        y
+    }
+}
+
+/// Layer normalisation with learned scale and shift; see [`tensor::layer_norm`].
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    /// `(C)`, the scale (PyTorch's `weight`, older checkpoints' `gamma`)
+    pub weight: Array1<f32>,
+    /// `(C)`, the shift (PyTorch's `bias`, older checkpoints' `beta`)
+    pub bias: Array1<f32>,
+    /// Added to the variance before the square root.
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    /// # Shapes
+    /// `(N, C) -> (N, C)`
+    pub fn forward(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        tensor::layer_norm(x, self.weight.view(), self.bias.view(), self.eps)
+    }
+}
+
+/// A lookup table: row `i` is the vector for id `i`.
+#[derive(Clone, Debug)]
+pub struct Embedding {
+    /// `(V, C)`
+    pub weight: Array2<f32>,
+}
+
+impl Embedding {
+    /// Number of rows (ids) in the table.
+    pub fn len(&self) -> usize {
+        self.weight.nrows()
+    }
+
+    /// Whether the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.weight.nrows() == 0
+    }
+
+    /// Gathers one row per id.
+    ///
+    /// # Shapes
+    /// `(N) ids -> (N, C)`
+    ///
+    /// # Panics
+    /// If an id is out of range; loaders check the tokenizer's vocabulary
+    /// against the table so that user input cannot reach this.
+    pub fn forward(&self, ids: &[u32]) -> Array2<f32> {
+        let rows = self.weight.nrows();
+        let idx: Vec<usize> = ids
+            .iter()
+            .map(|&id| {
+                assert!((id as usize) < rows, "embedding: id {id} out of range for a table of {rows} rows");
+                id as usize
+            })
+            .collect();
+        self.weight.select(Axis(0), &idx)
+    }
+}
