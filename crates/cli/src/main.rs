@@ -17,10 +17,16 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use models::hub::resolve_model;
-use models::pipelines::{Classification, EncodeOptions, FeatureExtraction, LabelScore, TextClassification};
+use models::pipelines::{
+    Classification, EncodeOptions, FeatureExtraction, LabelScore, TextClassification,
+};
 
 #[derive(Parser)]
-#[command(name = "pipeline", version, about = "Hugging Face pipelines in pure Rust, on local checkpoints")]
+#[command(
+    name = "pipeline",
+    version,
+    about = "Hugging Face pipelines in pure Rust, on local checkpoints"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -61,7 +67,10 @@ struct EncoderArgs {
 
 impl EncoderArgs {
     fn options(&self) -> EncodeOptions {
-        EncodeOptions { truncation: self.truncation, batch_size: self.batch_size as usize }
+        EncodeOptions {
+            truncation: self.truncation,
+            batch_size: self.batch_size as usize,
+        }
     }
 
     fn texts(&self) -> Result<Vec<String>> {
@@ -69,7 +78,11 @@ impl EncoderArgs {
             return Ok(self.inputs.clone());
         }
         let stdin = std::io::stdin();
-        stdin.lock().lines().collect::<std::io::Result<Vec<_>>>().context("cannot read inputs from stdin")
+        stdin
+            .lock()
+            .lines()
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("cannot read inputs from stdin")
     }
 }
 
@@ -89,7 +102,9 @@ fn run(cli: Cli) -> Result<Value> {
                     .iter()
                     .map(|r| match r {
                         Classification::Best(e) => label_score(e),
-                        Classification::TopK(list) => Value::Array(list.iter().map(label_score).collect()),
+                        Classification::TopK(list) => {
+                            Value::Array(list.iter().map(label_score).collect())
+                        }
                     })
                     .collect(),
             ))
@@ -113,10 +128,12 @@ fn main() -> ExitCode {
         Ok(value) => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let written = pyjson::to_writer(&mut out, &value).map_err(std::io::Error::from).and_then(|_| {
-                writeln!(out)?;
-                out.flush()
-            });
+            let written = pyjson::to_writer(&mut out, &value)
+                .map_err(std::io::Error::from)
+                .and_then(|_| {
+                    writeln!(out)?;
+                    out.flush()
+                });
             match written {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,

@@ -15,6 +15,9 @@ pub mod layers;
 pub mod position;
 
 pub use activation::Activation;
-pub use attention::{attention, merge_heads, multi_head_attention, split_heads, AttentionMask, AttentionOutput, Projections};
+pub use attention::{
+    attention, merge_heads, multi_head_attention, split_heads, AttentionMask, AttentionOutput,
+    Projections,
+};
 pub use layers::{Embedding, LayerNorm, Linear};
 pub use position::sinusoidal_positions;
