@@ -11,6 +11,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod kv_cache;
 pub mod layers;
 pub mod position;
 
@@ -19,5 +20,6 @@ pub use attention::{
     attention, merge_heads, multi_head_attention, split_heads, AttentionMask, AttentionOutput,
     Projections,
 };
+pub use kv_cache::LayerCache;
 pub use layers::{Embedding, LayerNorm, Linear};
 pub use position::sinusoidal_positions;

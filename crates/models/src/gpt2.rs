@@ -1,0 +1,250 @@
+//! GPT-2 (Radford et al., 2019): `GPT2LMHeadModel`, with a KV cache.
+//!
+//! Shape legend: `B` batch (prompts x beams), `T` new tokens this call, `P`
+//! cached (past) positions, `S = P + T`, `C` = `n_embd`, `nh` = `n_head`,
+//! `hs = C / nh`, `V` vocabulary, `N = B * T`.
+//!
+//! A pre-LayerNorm decoder: `a = x + attn(ln_1(x))`, `y = a + mlp(ln_2(a))`,
+//! with causal self-attention and learned absolute positions; the output
+//! projection is tied to the token embedding `wte`.
+//!
+//! Checkpoint quirks, all handled here:
+//! - `save_pretrained` writes keys under `transformer.` (`transformer.h.0.ln_1.weight`);
+//!   the original openai-community/gpt2 file has them bare (`h.0.ln_1.weight`);
+//! - the bare layout also carries `h.N.attn.bias` / `h.N.attn.masked_bias`, the
+//!   old causal-mask buffers, which are ignored (the mask is built in code);
+//! - `lm_head.weight` is usually absent: it is tied to `wte.weight`;
+//! - the four `Conv1D` layers ([`CONV1D_LAYERS`]) store weights `(in, out)`, the
+//!   transpose of `nn.Linear`; they are transposed once at load.
+
+use anyhow::{bail, Result};
+use ndarray::{s, Array2, Array3, Array4, ArrayView2, Axis};
+use serde::Deserialize;
+
+use transformer::{attention, merge_heads, split_heads, Activation, AttentionMask, Embedding, LayerCache, LayerNorm, Linear};
+
+use crate::config;
+use crate::weights::Weights;
+
+/// The layers stored as `Conv1D` (weight `(in, out)`), relative to `h.{i}`.
+pub const CONV1D_LAYERS: [&str; 4] = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"];
+
+/// `GPT2Config` (openai-community/gpt2 values in comments).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Gpt2Config {
+    /// 50257
+    pub vocab_size: usize,
+    /// 1024, the position limit
+    pub n_positions: usize,
+    /// 768
+    pub n_embd: usize,
+    /// 12
+    pub n_layer: usize,
+    /// 12
+    pub n_head: usize,
+    /// null, meaning 4 * n_embd
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    /// "gelu_new"
+    #[serde(default = "default_gelu_new")]
+    pub activation_function: String,
+    /// 1e-5
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f32,
+    /// true: scores divided by sqrt(hs)
+    #[serde(default = "default_true")]
+    pub scale_attn_weights: bool,
+    /// false (true divides scores by the layer number too; not implemented)
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+}
+
+fn default_gelu_new() -> String {
+    "gelu_new".into()
+}
+fn default_eps() -> f32 {
+    1e-5
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Reads a `Conv1D` in this scope (`weight` `(in, out)`) as a [`Linear`] `(out, in)`.
+fn conv1d(w: &Weights, in_features: usize, out_features: usize) -> Result<Linear> {
+    let weight = w.get2("weight", (in_features, out_features))?;
+    Ok(Linear { weight: weight.t().as_standard_layout().into_owned(), bias: Some(w.get1("bias", out_features)?) })
+}
+
+/// `h.{i}.attn`: fused query/key/value projection and output projection.
+pub struct Gpt2Attention {
+    /// `(3C, C)` after the Conv1D transpose: rows `0..C` are queries, `C..2C` keys, `2C..3C` values.
+    pub c_attn: Linear,
+    /// `(C, C)`
+    pub c_proj: Linear,
+}
+
+/// `h.{i}.mlp`
+pub struct Gpt2Mlp {
+    /// `(I, C)`
+    pub c_fc: Linear,
+    /// `(C, I)`
+    pub c_proj: Linear,
+}
+
+/// `h.{i}`
+pub struct Gpt2Block {
+    pub ln_1: LayerNorm,
+    pub attn: Gpt2Attention,
+    pub ln_2: LayerNorm,
+    pub mlp: Gpt2Mlp,
+}
+
+/// What a forward pass returns.
+pub struct Gpt2Output {
+    /// `(B, T, V)` with all positions, or `(B, 1, V)` for the last one only.
+    pub logits: Array3<f32>,
+    /// `n_layer + 1` tensors `(B, T, C)`: the embedding output, then each
+    /// block's output, the last one after `ln_f` (as transformers reports them).
+    pub hidden_states: Vec<Array3<f32>>,
+    /// `n_layer` tensors `(B, nh, T, S)`.
+    pub attentions: Vec<Array4<f32>>,
+}
+
+/// The per-layer KV caches of one generation.
+pub struct Gpt2Cache {
+    layers: Vec<LayerCache>,
+}
+
+impl Gpt2Cache {
+    /// Cached positions.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, LayerCache::len)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Batch row `i` becomes old row `order[i]` in every layer.
+    pub fn reorder(&mut self, order: &[usize]) {
+        self.layers.iter_mut().for_each(|l| l.reorder(order));
+    }
+}
+
+/// `GPT2LMHeadModel`.
+pub struct Gpt2LmHeadModel {
+    pub config: Gpt2Config,
+    activation: Activation,
+    /// `(V, C)`, also the output projection
+    pub wte: Embedding,
+    /// `(n_positions, C)`
+    pub wpe: Embedding,
+    pub h: Vec<Gpt2Block>,
+    pub ln_f: LayerNorm,
+    /// `(V, C)` when the checkpoint has its own; `None` means tied to `wte`.
+    pub lm_head: Option<Array2<f32>>,
+}
+
+impl Gpt2LmHeadModel {
+    /// Loads either layout (see the module doc), reporting which it found on error.
+    ///
+    /// # Errors
+    /// On a missing tensor, a wrong shape, or an unsupported config option.
+    pub fn load(root: &Weights, config: Gpt2Config) -> Result<Self> {
+        if config.scale_attn_by_inverse_layer_idx {
+            bail!("scale_attn_by_inverse_layer_idx is not supported");
+        }
+        if !config.scale_attn_weights {
+            bail!("scale_attn_weights = false is not supported");
+        }
+        if !config.n_embd.is_multiple_of(config.n_head) {
+            bail!("n_embd {} is not divisible by n_head {}", config.n_embd, config.n_head);
+        }
+        let activation = config::activation(&config.activation_function)?;
+        let w = if root.contains("transformer.wte.weight") { root.pp("transformer") } else { root.clone() };
+        let (c, eps) = (config.n_embd, config.layer_norm_epsilon);
+        let inner = config.n_inner.unwrap_or(4 * c);
+        let mut h = Vec::with_capacity(config.n_layer);
+        for l in 0..config.n_layer {
+            let b = w.pp("h").pp(l);
+            h.push(Gpt2Block {
+                ln_1: b.pp("ln_1").layer_norm(c, eps)?,
+                attn: Gpt2Attention { c_attn: conv1d(&b.pp("attn.c_attn"), c, 3 * c)?, c_proj: conv1d(&b.pp("attn.c_proj"), c, c)? },
+                ln_2: b.pp("ln_2").layer_norm(c, eps)?,
+                mlp: Gpt2Mlp { c_fc: conv1d(&b.pp("mlp.c_fc"), c, inner)?, c_proj: conv1d(&b.pp("mlp.c_proj"), inner, c)? },
+            });
+        }
+        let lm_head = if root.contains("lm_head.weight") { Some(root.get2("lm_head.weight", (config.vocab_size, c))?) } else { None };
+        Ok(Self {
+            wte: w.pp("wte").embedding(config.vocab_size, c)?,
+            wpe: w.pp("wpe").embedding(config.n_positions, c)?,
+            ln_f: w.pp("ln_f").layer_norm(c, eps)?,
+            h,
+            lm_head,
+            activation,
+            config,
+        })
+    }
+
+    /// An empty cache for `batch` rows and up to `capacity` positions.
+    pub fn new_cache(&self, batch: usize, capacity: usize) -> Gpt2Cache {
+        let (nh, c) = (self.config.n_head, self.config.n_embd);
+        Gpt2Cache { layers: (0..self.config.n_layer).map(|_| LayerCache::new(batch, nh, capacity, c / nh)).collect() }
+    }
+
+    /// Runs `T` new tokens per row after the `P` positions already in `cache`,
+    /// appending their keys and values to it.
+    ///
+    /// # Shapes
+    /// `ids` `(B, T)`; logits `(B, T, V)` with `all_logits`, else `(B, 1, V)`.
+    ///
+    /// # Panics
+    /// If `P + T` exceeds `n_positions` or the cache's capacity (callers check).
+    pub fn forward(&self, ids: ArrayView2<u32>, cache: &mut Gpt2Cache, all_logits: bool) -> Gpt2Output {
+        let (b, t) = ids.dim();
+        let (c, nh) = (self.config.n_embd, self.config.n_head);
+        let past = cache.len();
+        assert!(past + t <= self.config.n_positions, "{} positions exceed n_positions {}", past + t, self.config.n_positions);
+        let flat: Vec<u32> = ids.iter().copied().collect();
+        let positions: Vec<u32> = (0..b).flat_map(|_| (past..past + t).map(|p| p as u32)).collect();
+        // (N, C)
+        let mut x = self.wte.forward(&flat) + self.wpe.forward(&positions);
+        let unflatten = |x: &Array2<f32>| -> Array3<f32> { x.clone().into_shape_with_order((b, t, c)).expect("contiguous") };
+        let mask = AttentionMask::new(None, b, t, past + t, true);
+        let mut hidden_states = vec![unflatten(&x)];
+        let mut attentions = Vec::with_capacity(self.h.len());
+        for (block, layer_cache) in self.h.iter().zip(cache.layers.iter_mut()) {
+            // a = x + attn(ln_1(x))
+            let qkv = block.attn.c_attn.forward(block.ln_1.forward(x.view()).view()); // (N, C) -> (N, 3C)
+            let heads = |part: usize| {
+                // (N, C) slice -> (B, T, C) -> (B, nh, T, hs)
+                let y = qkv.slice(s![.., part * c..(part + 1) * c]).to_owned();
+                split_heads(y.into_shape_with_order((b, t, c)).expect("contiguous"), nh)
+            };
+            let (q, k_new, v_new) = (heads(0), heads(1), heads(2));
+            // (B, nh, P + T, hs) each, the cache included
+            let (k, v) = layer_cache.append(k_new.view(), v_new.view());
+            let out = attention(q.view(), k, v, Some(&mask));
+            // (B, nh, T, hs) -> (B, T, C) -> (N, C)
+            let merged = merge_heads(out.context.view()).into_shape_with_order((b * t, c)).expect("contiguous");
+            let a = block.attn.c_proj.forward(merged.view()) + &x;
+            // y = a + mlp(ln_2(a)); (N, C) -> (N, I) -> (N, C)
+            let mut hidden = block.mlp.c_fc.forward(block.ln_2.forward(a.view()).view());
+            self.activation.apply(&mut hidden);
+            x = block.mlp.c_proj.forward(hidden.view()) + &a;
+            hidden_states.push(unflatten(&x));
+            attentions.push(out.probs);
+        }
+        x = self.ln_f.forward(x.view());
+        *hidden_states.last_mut().expect("n_layer + 1 entries") = unflatten(&x);
+        // logits for every position, or just each row's last
+        let rows = if all_logits { x } else { x.select(Axis(0), &(0..b).map(|i| i * t + t - 1).collect::<Vec<_>>()) };
+        let head = self.lm_head.as_ref().unwrap_or(&self.wte.weight);
+        // (rows, C) x (C, V) -> (rows, V)
+        let logits = tensor::matmul(rows.view(), head.t());
+        let per_row = if all_logits { t } else { 1 };
+        let logits = logits.into_shape_with_order((b, per_row, self.config.vocab_size)).expect("contiguous");
+        Gpt2Output { logits, hidden_states, attentions }
+    }
+}
