@@ -24,6 +24,7 @@ use serde::Deserialize;
 use transformer::{attention, merge_heads, split_heads, Activation, AttentionMask, Embedding, LayerCache, LayerNorm, Linear};
 
 use crate::config;
+use crate::generation::Decoder;
 use crate::weights::Weights;
 
 /// The layers stored as `Conv1D` (weight `(in, out)`), relative to `h.{i}`.
@@ -246,5 +247,36 @@ impl Gpt2LmHeadModel {
         let per_row = if all_logits { t } else { 1 };
         let logits = logits.into_shape_with_order((b, per_row, self.config.vocab_size)).expect("contiguous");
         Gpt2Output { logits, hidden_states, attentions }
+    }
+}
+
+/// A generation in progress: the model and its growing cache.
+pub struct Gpt2Session<'a> {
+    model: &'a Gpt2LmHeadModel,
+    cache: Option<Gpt2Cache>,
+    capacity: usize,
+}
+
+impl<'a> Gpt2Session<'a> {
+    /// A session whose sequences will not exceed `max_length` positions.
+    pub fn new(model: &'a Gpt2LmHeadModel, max_length: usize) -> Self {
+        Self { model, cache: None, capacity: max_length.min(model.config.n_positions) }
+    }
+}
+
+impl Decoder for Gpt2Session<'_> {
+    fn step(&mut self, tokens: ArrayView2<u32>) -> Array2<f32> {
+        let (b, _) = tokens.dim();
+        let (model, capacity) = (self.model, self.capacity);
+        let cache = self.cache.get_or_insert_with(|| model.new_cache(b, capacity));
+        let out = model.forward(tokens, cache, false);
+        // (B, 1, V) -> (B, V)
+        out.logits.index_axis_move(Axis(1), 0)
+    }
+
+    fn reorder(&mut self, order: &[usize]) {
+        if let Some(cache) = &mut self.cache {
+            cache.reorder(order);
+        }
     }
 }

@@ -15,6 +15,7 @@ pub mod bert;
 pub mod config;
 pub mod distilbert;
 pub mod encoder;
+pub mod generation;
 pub mod gpt2;
 pub mod hub;
 pub mod pipelines;

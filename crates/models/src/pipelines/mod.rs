@@ -1,6 +1,8 @@
 //! The Hugging Face pipeline tasks, on top of the models: tokenize, batch,
 //! run, post-process, exactly as transformers' pipelines do.
 
+pub mod text_generation;
+
 use std::path::Path;
 
 use anyhow::{bail, Result};

@@ -1,0 +1,107 @@
+//! `pipeline("text-generation")` on a `GPT2LMHeadModel` checkpoint.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+use crate::config::{parse, read_config};
+use crate::generation::search::generate;
+use crate::generation::GenerationConfig;
+use crate::gpt2::{Gpt2LmHeadModel, Gpt2Session};
+use crate::tokenizer::TextTokenizer;
+use crate::weights::Checkpoint;
+
+/// The causal-LM `model_type`s this engine implements.
+pub const CAUSAL_LM_MODEL_TYPES: &str = "gpt2";
+
+/// A loaded text-generation pipeline.
+pub struct TextGeneration {
+    pub model: Gpt2LmHeadModel,
+    pub tokenizer: TextTokenizer,
+    /// The checkpoint's settings: generation_config.json (or the legacy
+    /// config.json fields), then `task_specific_params["text-generation"]`.
+    pub defaults: GenerationConfig,
+}
+
+/// One returned sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Generated {
+    /// Prompt ids followed by the new ids, as `generate` returns them.
+    pub token_ids: Vec<u32>,
+    /// The new ids decoded (special tokens skipped).
+    pub new_text: String,
+}
+
+impl TextGeneration {
+    /// Loads a checkpoint directory.
+    ///
+    /// # Errors
+    /// On unreadable files, a `model_type` other than GPT-2's, a missing or
+    /// misshapen tensor, or a tokenizer that does not fit the model.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let config = read_config(dir)?;
+        match config.get("model_type").and_then(Value::as_str) {
+            Some("gpt2") => {}
+            Some(other) => bail!("model_type `{other}` is not supported for text generation (supported: {CAUSAL_LM_MODEL_TYPES})"),
+            None => bail!("config.json has no `model_type`"),
+        }
+        let ckpt = Checkpoint::open(dir.join("model.safetensors"))?;
+        let model = Gpt2LmHeadModel::load(&ckpt.root(), parse(&config, "GPT-2")?)?;
+        let tokenizer = TextTokenizer::from_dir(dir, model.config.n_positions)?;
+        if tokenizer.vocab_size() > model.config.vocab_size {
+            bail!(
+                "tokenizer.json has {} tokens but the model embeds only {}; the tokenizer does not belong to this checkpoint",
+                tokenizer.vocab_size(),
+                model.config.vocab_size
+            );
+        }
+        let mut defaults = GenerationConfig::from_model_dir(dir, &config)?;
+        if let Some(task) = config.get("task_specific_params").and_then(|t| t.get("text-generation")) {
+            defaults.update(task)?;
+        }
+        Ok(Self { model, tokenizer, defaults })
+    }
+
+    /// Tokenizes the prompt as the pipeline does (no special tokens are added for GPT-2).
+    ///
+    /// # Errors
+    /// On an empty prompt.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
+        if prompt.is_empty() {
+            bail!("the prompt is empty");
+        }
+        Ok(self.tokenizer.encode(prompt, false)?.ids)
+    }
+
+    /// Generates from one prompt. `on_token` sees each new token of the first
+    /// sequence as it is produced.
+    ///
+    /// # Errors
+    /// On an empty prompt, inconsistent settings, or a length past `n_positions`.
+    pub fn generate(&self, prompt: &str, config: &GenerationConfig, seed: u64, on_token: &mut dyn FnMut(u32)) -> Result<Vec<Generated>> {
+        let ids = self.encode_prompt(prompt)?;
+        let max_length = config.resolved_max_length(ids.len());
+        let limit = self.model.config.n_positions;
+        if max_length > limit {
+            bail!(
+                "generation would pass the model's {limit} positions (n_positions): the prompt has {} tokens and the length limit is {max_length}; lower --max-new-tokens",
+                ids.len()
+            );
+        }
+        let mut config = config.clone();
+        // GPT-2 has no pad token; like transformers, pad finished rows with EOS.
+        if config.pad_token_id.is_none() {
+            config.pad_token_id = config.eos_token_id.first().copied();
+        }
+        let mut session = Gpt2Session::new(&self.model, max_length);
+        let sequences = generate(&mut session, &ids, &config, seed, on_token)?;
+        sequences
+            .into_iter()
+            .map(|seq| {
+                let new_text = self.tokenizer.decode(&seq[ids.len()..], true)?;
+                Ok(Generated { token_ids: seq, new_text })
+            })
+            .collect()
+    }
+}
