@@ -15,21 +15,14 @@ const HIDDEN_TOL: f32 = 1e-4;
 const LOGITS_TOL: f32 = 1e-4;
 
 /// Compares every layer, reporting the first one that diverges.
-fn check_hidden_states(
-    fixture_name: &str,
-    input: usize,
-    out: &EncoderOutput,
-    reference: &Reference,
-) {
+fn check_hidden_states(fixture_name: &str, input: usize, out: &EncoderOutput, reference: &Reference) {
     for (layer, h) in out.hidden_states.iter().enumerate() {
         let name = format!("input{input}.hidden_states.{layer}");
         let want = reference.tensor(&name);
         let got: Vec<f32> = h.iter().copied().collect();
         let diff = max_abs_diff(&got, want.as_slice().unwrap());
         if diff > HIDDEN_TOL {
-            let what = format!(
-                "{fixture_name}: first divergence at layer {layer} (0 = embeddings), {name}"
-            );
+            let what = format!("{fixture_name}: first divergence at layer {layer} (0 = embeddings), {name}");
             assert_close(&what, &got, want.as_slice().unwrap(), HIDDEN_TOL);
         }
     }
@@ -43,19 +36,13 @@ fn check_encoder_fixture(name: &str) {
         let enc = tokenizer.encode(text, true).unwrap();
         assert_eq!(&enc.ids, want_ids, "{name}: token ids of {text:?}");
         let out = model.forward(&Batch::pad(&[enc], model.pad_token_id()).unwrap());
-        assert_eq!(
-            out.hidden_states.len(),
-            count_layers(&reference, i),
-            "{name}: number of hidden states"
-        );
+        assert_eq!(out.hidden_states.len(), count_layers(&reference, i), "{name}: number of hidden states");
         check_hidden_states(name, i, &out, &reference);
     }
 }
 
 fn count_layers(reference: &Reference, input: usize) -> usize {
-    (0..)
-        .take_while(|l| reference.has(&format!("input{input}.hidden_states.{l}")))
-        .count()
+    (0..).take_while(|l| reference.has(&format!("input{input}.hidden_states.{l}"))).count()
 }
 
 fn check_classifier_fixture(name: &str) {
@@ -65,8 +52,7 @@ fn check_classifier_fixture(name: &str) {
     let (model, _, tokenizer) = load_classifier(&dir).unwrap();
     for (i, (text, _)) in reference.inputs().iter().enumerate() {
         let enc = tokenizer.encode(text, true).unwrap();
-        let (logits, out) =
-            model.classify(&Batch::pad(&[enc], model.encoder().pad_token_id()).unwrap());
+        let (logits, out) = model.classify(&Batch::pad(&[enc], model.encoder().pad_token_id()).unwrap());
         check_hidden_states(name, i, &out, &reference);
         let want = reference.tensor(&format!("input{i}.logits"));
         assert_close(
@@ -103,11 +89,7 @@ fn padded_batch_equals_unbatched_runs() {
     let dir = fixture("distilbert-sst2-tiny");
     let reference = Reference::load(&dir);
     let (model, _, tokenizer) = load_classifier(&dir).unwrap();
-    let encoded: Vec<_> = reference
-        .inputs()
-        .iter()
-        .map(|(t, _)| tokenizer.encode(t, true).unwrap())
-        .collect();
+    let encoded: Vec<_> = reference.inputs().iter().map(|(t, _)| tokenizer.encode(t, true).unwrap()).collect();
     let pad = model.encoder().pad_token_id();
     let (batched, _) = model.classify(&Batch::pad(&encoded, pad).unwrap());
     for (i, enc) in encoded.iter().enumerate() {

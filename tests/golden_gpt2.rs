@@ -30,11 +30,21 @@ fn gpt2_forward_matches_pytorch_layer_by_layer() {
             for (layer, h) in out.hidden_states.iter().enumerate() {
                 let want = reference.tensor(&format!("input{i}.hidden_states.{layer}"));
                 let got: Vec<f32> = h.iter().copied().collect();
-                assert_close(&format!("{name} {text:?}: hidden state {layer} (0 = embeddings)"), &got, want.as_slice().unwrap(), 1e-4);
+                assert_close(
+                    &format!("{name} {text:?}: hidden state {layer} (0 = embeddings)"),
+                    &got,
+                    want.as_slice().unwrap(),
+                    1e-4,
+                );
             }
             let last = out.logits.index_axis(Axis(1), ids.len() - 1).to_owned();
             let want = reference.tensor(&format!("input{i}.last_logits"));
-            assert_close(&format!("{name} {text:?}: last logits"), last.as_slice().unwrap(), want.as_slice().unwrap(), 1e-4);
+            assert_close(
+                &format!("{name} {text:?}: last logits"),
+                last.as_slice().unwrap(),
+                want.as_slice().unwrap(),
+                1e-4,
+            );
         }
     }
 }
@@ -76,7 +86,8 @@ fn check_generation_cases(name: &str) {
         };
         let mut config = pipe.defaults.clone();
         config.update(&case["generate_kwargs"]).unwrap();
-        let got: Vec<Vec<u32>> = pipe.generate(prompt, &config, 0, &mut |_| {}).unwrap().into_iter().map(|g| g.token_ids).collect();
+        let got: Vec<Vec<u32>> =
+            pipe.generate(prompt, &config, 0, &mut |_| {}).unwrap().into_iter().map(|g| g.token_ids).collect();
         let want: Vec<Vec<u32>> = serde_json::from_value(case["output_ids"].clone()).unwrap();
         if got != want {
             let first = got[0].iter().zip(&want[0]).position(|(a, b)| a != b);
@@ -114,7 +125,9 @@ fn sampling_is_reproducible_and_top_k_one_is_greedy() {
     let pipe = TextGeneration::load(&fixture("gpt2-tiny")).unwrap();
     let mut config = pipe.defaults.clone();
     config.update(&serde_json::json!({"do_sample": true, "max_new_tokens": 12})).unwrap();
-    let run = |seed: u64, config: &GenerationConfig| pipe.generate("The meaning of life is ", config, seed, &mut |_| {}).unwrap();
+    let run = |seed: u64, config: &GenerationConfig| {
+        pipe.generate("The meaning of life is ", config, seed, &mut |_| {}).unwrap()
+    };
     assert_eq!(run(7, &config), run(7, &config), "same seed, same output");
     assert_ne!(run(7, &config), run(8, &config), "another seed, another output");
     let mut top1 = config.clone();
@@ -137,7 +150,11 @@ fn samples_only_come_from_the_top_k_and_the_nucleus() {
         let kept: Vec<usize> = (0..scores.len()).filter(|&i| scores[i] > f32::NEG_INFINITY).collect();
         if allowed > 0 {
             // ties with the 5th-best score are kept too
-            let fifth = { let mut s = logits.clone(); s.sort_by(|a, b| b.total_cmp(a)); s[4] };
+            let fifth = {
+                let mut s = logits.clone();
+                s.sort_by(|a, b| b.total_cmp(a));
+                s[4]
+            };
             assert!(kept.iter().all(|&i| logits[i] >= fifth));
         } else {
             let probs = softmax(&logits);

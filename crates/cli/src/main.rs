@@ -17,16 +17,11 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use models::hub::resolve_model;
-use models::pipelines::{
-    Classification, EncodeOptions, FeatureExtraction, LabelScore, TextClassification,
-};
+use models::pipelines::text_generation::TextGeneration;
+use models::pipelines::{Classification, EncodeOptions, FeatureExtraction, LabelScore, TextClassification};
 
 #[derive(Parser)]
-#[command(
-    name = "pipeline",
-    version,
-    about = "Hugging Face pipelines in pure Rust, on local checkpoints"
-)]
+#[command(name = "pipeline", version, about = "Hugging Face pipelines in pure Rust, on local checkpoints")]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -48,6 +43,160 @@ enum Task {
         #[command(flatten)]
         common: EncoderArgs,
     },
+    /// Continue each prompt with a causal language model (GPT-2).
+    TextGeneration(GenerationArgs),
+}
+
+/// Flags of `text-generation`; any left unset keep the checkpoint's settings
+/// (generation_config.json, else config.json, then task_specific_params).
+#[derive(Args)]
+struct GenerationArgs {
+    /// A checkpoint directory or a model id in the local Hugging Face cache.
+    #[arg(long, value_name = "DIR | ORG/NAME")]
+    model: String,
+    /// Tokens to generate after the prompt.
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Total length limit, prompt included (used when --max-new-tokens is not given).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// EOS is suppressed until this many tokens were generated.
+    #[arg(long)]
+    min_new_tokens: Option<usize>,
+    /// EOS is suppressed while the sequence is shorter than this.
+    #[arg(long)]
+    min_length: Option<usize>,
+    /// Sample (true) or decode greedily / by beam search (false).
+    #[arg(long, value_name = "true|false")]
+    do_sample: Option<bool>,
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Sample only among the K most likely tokens (0: no limit).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sample only within the smallest set of tokens whose probability reaches P.
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Seed of the sampler, for reproducible runs (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    num_beams: Option<usize>,
+    #[arg(long)]
+    num_return_sequences: Option<usize>,
+    #[arg(long)]
+    length_penalty: Option<f32>,
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+    #[arg(long)]
+    no_repeat_ngram_size: Option<usize>,
+    /// Include the prompt in generated_text.
+    #[arg(long, value_name = "true|false", default_value_t = true, action = clap::ArgAction::Set)]
+    return_full_text: bool,
+    /// Print token ids (`generated_token_ids`) instead of text.
+    #[arg(long)]
+    return_tensors: bool,
+    /// Print the text as it is produced instead of the final JSON.
+    #[arg(long)]
+    stream: bool,
+    /// The prompts; with none, one prompt per line is read from stdin.
+    inputs: Vec<String>,
+}
+
+impl GenerationArgs {
+    /// The flags that were given, as generation settings (HF names).
+    fn overrides(&self) -> Value {
+        let mut map = serde_json::Map::new();
+        let mut set = |key: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                map.insert(key.to_string(), v);
+            }
+        };
+        set("max_new_tokens", self.max_new_tokens.map(Value::from));
+        set("max_length", self.max_length.map(Value::from));
+        set("min_new_tokens", self.min_new_tokens.map(Value::from));
+        set("min_length", self.min_length.map(Value::from));
+        set("do_sample", self.do_sample.map(Value::from));
+        set("temperature", self.temperature.map(Value::from));
+        set("top_k", self.top_k.map(Value::from));
+        set("top_p", self.top_p.map(Value::from));
+        set("num_beams", self.num_beams.map(Value::from));
+        set("num_return_sequences", self.num_return_sequences.map(Value::from));
+        set("length_penalty", self.length_penalty.map(Value::from));
+        set("repetition_penalty", self.repetition_penalty.map(Value::from));
+        set("no_repeat_ngram_size", self.no_repeat_ngram_size.map(Value::from));
+        Value::Object(map)
+    }
+}
+
+/// Reads inputs from stdin, one per line.
+fn stdin_lines() -> Result<Vec<String>> {
+    let stdin = std::io::stdin();
+    stdin.lock().lines().collect::<std::io::Result<Vec<_>>>().context("cannot read inputs from stdin")
+}
+
+/// Prints decoded text as tokens arrive, holding back an incomplete UTF-8
+/// character (the byte-level decoder shows it as U+FFFD until it is whole).
+struct Streamer<'a> {
+    pipe: &'a TextGeneration,
+    ids: Vec<u32>,
+    printed: usize,
+}
+
+impl Streamer<'_> {
+    fn push(&mut self, id: u32) {
+        self.ids.push(id);
+        if let Ok(text) = self.pipe.tokenizer.decode(&self.ids, true) {
+            if !text.ends_with('\u{FFFD}') && text.len() > self.printed {
+                print!("{}", &text[self.printed..]);
+                let _ = std::io::stdout().flush();
+                self.printed = text.len();
+            }
+        }
+    }
+}
+
+fn text_generation(args: GenerationArgs) -> Result<Option<Value>> {
+    let dir = resolve_model(&args.model)?;
+    let prompts = if args.inputs.is_empty() { stdin_lines()? } else { args.inputs.clone() };
+    if prompts.is_empty() {
+        anyhow::bail!("no input given: pass prompts as arguments or one per line on stdin");
+    }
+    let pipe = TextGeneration::load(&dir)?;
+    let mut config = pipe.defaults.clone();
+    config.update(&args.overrides())?;
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    });
+    let mut results = Vec::with_capacity(prompts.len());
+    for (i, prompt) in prompts.iter().enumerate() {
+        let context = || format!("prompt {}", i + 1);
+        if args.stream {
+            if args.return_full_text {
+                print!("{prompt}");
+            }
+            let mut streamer = Streamer { pipe: &pipe, ids: Vec::new(), printed: 0 };
+            pipe.generate(prompt, &config, seed, &mut |id| streamer.push(id)).with_context(context)?;
+            println!();
+            continue;
+        }
+        let generated = pipe.generate(prompt, &config, seed, &mut |_| {}).with_context(context)?;
+        results.push(Value::Array(
+            generated
+                .into_iter()
+                .map(|g| {
+                    if args.return_tensors {
+                        json!({"generated_token_ids": g.token_ids})
+                    } else if args.return_full_text {
+                        json!({"generated_text": format!("{prompt}{}", g.new_text)})
+                    } else {
+                        json!({"generated_text": g.new_text})
+                    }
+                })
+                .collect(),
+        ));
+    }
+    Ok((!args.stream).then_some(Value::Array(results)))
 }
 
 #[derive(Args)]
@@ -67,10 +216,7 @@ struct EncoderArgs {
 
 impl EncoderArgs {
     fn options(&self) -> EncodeOptions {
-        EncodeOptions {
-            truncation: self.truncation,
-            batch_size: self.batch_size as usize,
-        }
+        EncodeOptions { truncation: self.truncation, batch_size: self.batch_size as usize }
     }
 
     fn texts(&self) -> Result<Vec<String>> {
@@ -78,11 +224,7 @@ impl EncoderArgs {
             return Ok(self.inputs.clone());
         }
         let stdin = std::io::stdin();
-        stdin
-            .lock()
-            .lines()
-            .collect::<std::io::Result<Vec<_>>>()
-            .context("cannot read inputs from stdin")
+        stdin.lock().lines().collect::<std::io::Result<Vec<_>>>().context("cannot read inputs from stdin")
     }
 }
 
@@ -90,32 +232,31 @@ fn label_score(e: &LabelScore) -> Value {
     json!({"label": e.label, "score": e.score})
 }
 
-fn run(cli: Cli) -> Result<Value> {
-    match cli.task {
+fn run(cli: Cli) -> Result<Option<Value>> {
+    Ok(Some(match cli.task {
         Task::SentimentAnalysis { common, top_k } => {
             let dir = resolve_model(&common.model)?;
             let texts = common.texts()?;
             let pipe = TextClassification::load(&dir)?;
             let results = pipe.run(&texts, top_k, &common.options())?;
-            Ok(Value::Array(
+            Value::Array(
                 results
                     .iter()
                     .map(|r| match r {
                         Classification::Best(e) => label_score(e),
-                        Classification::TopK(list) => {
-                            Value::Array(list.iter().map(label_score).collect())
-                        }
+                        Classification::TopK(list) => Value::Array(list.iter().map(label_score).collect()),
                     })
                     .collect(),
-            ))
+            )
         }
         Task::FeatureExtraction { common } => {
             let dir = resolve_model(&common.model)?;
             let texts = common.texts()?;
             let pipe = FeatureExtraction::load(&dir)?;
-            Ok(serde_json::to_value(pipe.run(&texts, &common.options())?)?)
+            serde_json::to_value(pipe.run(&texts, &common.options())?)?
         }
-    }
+        Task::TextGeneration(args) => return text_generation(args),
+    }))
 }
 
 fn main() -> ExitCode {
@@ -125,15 +266,14 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     match run(cli) {
-        Ok(value) => {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(value)) => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let written = pyjson::to_writer(&mut out, &value)
-                .map_err(std::io::Error::from)
-                .and_then(|_| {
-                    writeln!(out)?;
-                    out.flush()
-                });
+            let written = pyjson::to_writer(&mut out, &value).map_err(std::io::Error::from).and_then(|_| {
+                writeln!(out)?;
+                out.flush()
+            });
             match written {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,

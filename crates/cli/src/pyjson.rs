@@ -18,28 +18,16 @@ pub fn python_float_repr(x: f64) -> String {
         return "NaN".into();
     }
     if x.is_infinite() {
-        return if x > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        };
+        return if x > 0.0 { "Infinity".into() } else { "-Infinity".into() };
     }
     if x == 0.0 {
-        return if x.is_sign_negative() {
-            "-0.0".into()
-        } else {
-            "0.0".into()
-        };
+        return if x.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
     }
     // Rust's `{:e}` prints the shortest digits that round-trip, like Python's repr.
     let sci = format!("{:e}", x);
-    let (mantissa, exp) = sci
-        .split_once('e')
-        .expect("LowerExp always has an exponent");
+    let (mantissa, exp) = sci.split_once('e').expect("LowerExp always has an exponent");
     let exp: i32 = exp.parse().expect("LowerExp exponent is an integer");
-    let (sign, mantissa) = mantissa
-        .strip_prefix('-')
-        .map_or(("", mantissa), |m| ("-", m));
+    let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
     if (-4..16).contains(&exp) {
         let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
         let body = if exp >= 0 {
@@ -62,11 +50,7 @@ pub fn python_float_repr(x: f64) -> String {
 struct PythonFormatter;
 
 impl Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -74,11 +58,7 @@ impl Formatter for PythonFormatter {
         }
     }
 
-    fn begin_object_key<W: ?Sized + Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -137,9 +117,6 @@ mod tests {
         let v = serde_json::json!([{"label": "POSITIVE", "score": 0.5}, [1, 2]]);
         let mut out = Vec::new();
         to_writer(&mut out, &v).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#"[{"label": "POSITIVE", "score": 0.5}, [1, 2]]"#
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), r#"[{"label": "POSITIVE", "score": 0.5}, [1, 2]]"#);
     }
 }

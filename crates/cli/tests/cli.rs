@@ -15,46 +15,25 @@ use serde_json::Value;
 
 const SCORE_TOL: f32 = 1e-5;
 const HIDDEN_TOL: f32 = 1e-4;
-const CLASSIFIERS: [&str; 3] = [
-    "bert-tiny-seqcls",
-    "distilbert-sst2-tiny",
-    "distilbert-sinusoidal-multilabel",
-];
+const CLASSIFIERS: [&str; 3] = ["bert-tiny-seqcls", "distilbert-sst2-tiny", "distilbert-sinusoidal-multilabel"];
 
 fn pipeline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pipeline"))
-        .args(args)
-        .output()
-        .expect("pipeline runs")
+    Command::new(env!("CARGO_BIN_EXE_pipeline")).args(args).output().expect("pipeline runs")
 }
 
 fn stdout_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "pipeline failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "pipeline failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
 }
 
 /// Runs a reference case through the CLI.
 fn run_case(task: &str, dir: &Path, case: &Value, extra: &[&str]) -> Value {
     let mut args = vec![task, "--model", dir.to_str().unwrap()];
-    let cli_args: Vec<&str> = case["cli_args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let cli_args: Vec<&str> = case["cli_args"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     args.extend(cli_args);
     args.extend(extra);
     args.push("--");
-    let inputs: Vec<&str> = case["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let inputs: Vec<&str> = case["inputs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     args.extend(inputs);
     stdout_json(&pipeline(&args))
 }
@@ -63,32 +42,20 @@ fn run_case(task: &str, dir: &Path, case: &Value, extra: &[&str]) -> Value {
 fn assert_json_close(what: &str, got: &Value, want: &Value, tol: f32) {
     match (got, want) {
         (Value::Array(g), Value::Array(w)) => {
-            assert_eq!(
-                g.len(),
-                w.len(),
-                "{what}: array length\n got: {got}\nwant: {want}"
-            );
+            assert_eq!(g.len(), w.len(), "{what}: array length\n got: {got}\nwant: {want}");
             for (i, (a, b)) in g.iter().zip(w).enumerate() {
                 assert_json_close(&format!("{what}[{i}]"), a, b, tol);
             }
         }
         (Value::Object(g), Value::Object(w)) => {
-            assert_eq!(
-                g.keys().collect::<Vec<_>>(),
-                w.keys().collect::<Vec<_>>(),
-                "{what}: keys"
-            );
+            assert_eq!(g.keys().collect::<Vec<_>>(), w.keys().collect::<Vec<_>>(), "{what}: keys");
             for (k, b) in w {
                 assert_json_close(&format!("{what}.{k}"), &g[k], b, tol);
             }
         }
         (Value::Number(g), Value::Number(w)) => {
             let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
-            assert!(
-                (g - w).abs() <= tol as f64,
-                "{what}: {g} vs {w} (diff {:e} > {tol:e})",
-                (g - w).abs()
-            );
+            assert!((g - w).abs() <= tol as f64, "{what}: {g} vs {w} (diff {:e} > {tol:e})", (g - w).abs());
         }
         _ => assert_eq!(got, want, "{what}"),
     }
@@ -101,12 +68,7 @@ fn sentiment_analysis_matches_the_python_pipeline() {
         let reference = Reference::load(&dir);
         for case in reference.cases() {
             let got = run_case("sentiment-analysis", &dir, case, &[]);
-            assert_json_close(
-                &format!("{name} case {}", case["name"]),
-                &got,
-                &case["output"],
-                SCORE_TOL,
-            );
+            assert_json_close(&format!("{name} case {}", case["name"]), &got, &case["output"], SCORE_TOL);
         }
     }
 }
@@ -117,38 +79,20 @@ fn the_seed_sentence_prints_exactly_as_python_does() {
     let reference = Reference::load(&dir);
     let case = &reference.cases()[0];
     assert_eq!(case["name"], "seed");
-    let out = pipeline(&[
-        "sentiment-analysis",
-        "--model",
-        dir.to_str().unwrap(),
-        "We are SI Dream Engineering Team.",
-    ]);
+    let out = pipeline(&["sentiment-analysis", "--model", dir.to_str().unwrap(), "We are SI Dream Engineering Team."]);
     assert!(out.status.success());
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_json_close("seed", &got, &case["output"], SCORE_TOL);
     // The text itself has Python's separators: `[{"label": "...", "score": 0.7...}]`.
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.starts_with("[{\"label\": \"") && text.contains("\", \"score\": 0."),
-        "{text}"
-    );
+    assert!(text.starts_with("[{\"label\": \"") && text.contains("\", \"score\": 0."), "{text}");
 }
 
 #[test]
 fn text_classification_is_an_alias() {
     let dir = fixture("distilbert-sst2-tiny");
-    let a = stdout_json(&pipeline(&[
-        "text-classification",
-        "--model",
-        dir.to_str().unwrap(),
-        "Hi",
-    ]));
-    let b = stdout_json(&pipeline(&[
-        "sentiment-analysis",
-        "--model",
-        dir.to_str().unwrap(),
-        "Hi",
-    ]));
+    let a = stdout_json(&pipeline(&["text-classification", "--model", dir.to_str().unwrap(), "Hi"]));
+    let b = stdout_json(&pipeline(&["sentiment-analysis", "--model", dir.to_str().unwrap(), "Hi"]));
     assert_eq!(a, b);
 }
 
@@ -163,20 +107,9 @@ fn feature_extraction_matches_the_python_pipeline() {
         for (j, out) in got.iter().enumerate() {
             let want = reference.tensor(&format!("case{c}.output{j}"));
             let rows = out[0].as_array().unwrap();
-            assert_eq!(
-                want.shape(),
-                &[1, rows.len(), rows[0].as_array().unwrap().len()],
-                "case {c} output {j} shape"
-            );
-            let values: Vec<f32> = rows
-                .iter()
-                .flat_map(|r| {
-                    r.as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.as_f64().unwrap() as f32)
-                })
-                .collect();
+            assert_eq!(want.shape(), &[1, rows.len(), rows[0].as_array().unwrap().len()], "case {c} output {j} shape");
+            let values: Vec<f32> =
+                rows.iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
             assert_close(
                 &format!("bert-tiny case {} output {j}", case["name"]),
                 &values,
@@ -189,25 +122,13 @@ fn feature_extraction_matches_the_python_pipeline() {
 
 #[test]
 fn batched_runs_equal_unbatched_runs() {
-    for (task, name) in [
-        ("sentiment-analysis", "distilbert-sst2-tiny"),
-        ("feature-extraction", "bert-tiny"),
-    ] {
+    for (task, name) in [("sentiment-analysis", "distilbert-sst2-tiny"), ("feature-extraction", "bert-tiny")] {
         let dir = fixture(name);
         let reference = Reference::load(&dir);
-        let case = reference
-            .cases()
-            .iter()
-            .find(|c| c["name"] == "batch")
-            .expect("a batch case");
+        let case = reference.cases().iter().find(|c| c["name"] == "batch").expect("a batch case");
         let batched = run_case(task, &dir, case, &["--batch-size", "8"]);
         let single = run_case(task, &dir, case, &["--batch-size", "1"]);
-        assert_json_close(
-            &format!("{name}: batch of 8 vs one at a time"),
-            &batched,
-            &single,
-            1e-5,
-        );
+        assert_json_close(&format!("{name}: batch of 8 vs one at a time"), &batched, &single, 1e-5);
     }
 }
 
@@ -221,12 +142,7 @@ fn inputs_can_come_from_stdin_one_per_line() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all("Hi\nWe are SI Dream Engineering Team.\n".as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all("Hi\nWe are SI Dream Engineering Team.\n".as_bytes()).unwrap();
     let from_stdin = stdout_json(&child.wait_with_output().unwrap());
     let from_args = stdout_json(&pipeline(&[
         "sentiment-analysis",
@@ -243,12 +159,7 @@ fn scratch_copy(fixture_name: &str, tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pipeline-cli-test-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    for f in [
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    ] {
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(fixture(fixture_name).join(f), dir.join(f)).unwrap();
     }
     dir
@@ -261,10 +172,7 @@ fn rewrite_checkpoint(dir: &Path, edit: impl Fn(&str, Vec<usize>) -> Option<Vec<
     let mut views = Vec::new();
     for (name, t) in st.tensors() {
         if let Some(shape) = edit(&name, t.shape().to_vec()) {
-            views.push((
-                name.clone(),
-                TensorView::new(t.dtype(), shape, t.data()).unwrap(),
-            ));
+            views.push((name.clone(), TensorView::new(t.dtype(), shape, t.data()).unwrap()));
         }
     }
     safetensors::serialize_to_file(views, &None, &dir.join("model.safetensors")).unwrap();
@@ -275,43 +183,21 @@ fn rewrite_checkpoint(dir: &Path, edit: impl Fn(&str, Vec<usize>) -> Option<Vec<
 fn assert_fails(args: &[&str], needles: &[&str]) {
     let out = pipeline(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure for {args:?}, got success"
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "exit code for {args:?}: {stderr}"
-    );
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "stderr is not one line: {stderr}"
-    );
+    assert!(!out.status.success(), "expected failure for {args:?}, got success");
+    assert_eq!(out.status.code(), Some(1), "exit code for {args:?}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "stderr is not one line: {stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("internal error"),
-        "{stderr}"
-    );
+    assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "{stderr}");
     for n in needles {
         assert!(stderr.contains(n), "stderr lacks {n:?}: {stderr}");
     }
-    assert!(
-        out.stdout.is_empty(),
-        "nothing may be printed on stdout on failure"
-    );
+    assert!(out.stdout.is_empty(), "nothing may be printed on stdout on failure");
 }
 
 #[test]
 fn missing_model_is_a_clear_error() {
     assert_fails(
-        &[
-            "sentiment-analysis",
-            "--model",
-            "no/such-model-anywhere",
-            "hi",
-        ],
+        &["sentiment-analysis", "--model", "no/such-model-anywhere", "hi"],
         &["`no/such-model-anywhere` is neither a directory nor in the Hugging Face cache"],
     );
 }
@@ -320,10 +206,7 @@ fn missing_model_is_a_clear_error() {
 fn missing_files_are_named() {
     let dir = scratch_copy("distilbert-sst2-tiny", "nofile");
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
-    assert_fails(
-        &["sentiment-analysis", "--model", dir.to_str().unwrap(), "hi"],
-        &["has no model.safetensors"],
-    );
+    assert_fails(&["sentiment-analysis", "--model", dir.to_str().unwrap(), "hi"], &["has no model.safetensors"]);
 }
 
 #[test]
@@ -331,28 +214,16 @@ fn truncated_and_corrupt_checkpoints_are_rejected() {
     let dir = scratch_copy("distilbert-sst2-tiny", "truncated");
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     std::fs::write(dir.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
-    assert_fails(
-        &["sentiment-analysis", "--model", dir.to_str().unwrap(), "hi"],
-        &["is truncated", "re-download"],
-    );
+    assert_fails(&["sentiment-analysis", "--model", dir.to_str().unwrap(), "hi"], &["is truncated", "re-download"]);
 
-    std::fs::write(
-        dir.join("model.safetensors"),
-        b"this is not a safetensors file at all",
-    )
-    .unwrap();
-    assert_fails(
-        &["sentiment-analysis", "--model", dir.to_str().unwrap(), "hi"],
-        &["is not a valid safetensors file"],
-    );
+    std::fs::write(dir.join("model.safetensors"), b"this is not a safetensors file at all").unwrap();
+    assert_fails(&["sentiment-analysis", "--model", dir.to_str().unwrap(), "hi"], &["is not a valid safetensors file"]);
 }
 
 #[test]
 fn a_missing_tensor_is_named_in_full() {
     let dir = scratch_copy("distilbert-sst2-tiny", "missing-tensor");
-    rewrite_checkpoint(&dir, |name, shape| {
-        (name != "distilbert.transformer.layer.1.ffn.lin2.weight").then_some(shape)
-    });
+    rewrite_checkpoint(&dir, |name, shape| (name != "distilbert.transformer.layer.1.ffn.lin2.weight").then_some(shape));
     assert_fails(
         &["sentiment-analysis", "--model", dir.to_str().unwrap(), "hi"],
         &["tensor `distilbert.transformer.layer.1.ffn.lin2.weight` not found"],
@@ -363,13 +234,7 @@ fn a_missing_tensor_is_named_in_full() {
 fn a_wrong_shape_is_named_with_both_shapes() {
     let dir = scratch_copy("bert-tiny-seqcls", "wrong-shape");
     rewrite_checkpoint(&dir, |name, shape| {
-        Some(
-            if name == "bert.encoder.layer.0.intermediate.dense.weight" {
-                vec![shape[1], shape[0]]
-            } else {
-                shape
-            },
-        )
+        Some(if name == "bert.encoder.layer.0.intermediate.dense.weight" { vec![shape[1], shape[0]] } else { shape })
     });
     assert_fails(
         &["sentiment-analysis", "--model", dir.to_str().unwrap(), "hi"],
@@ -386,20 +251,14 @@ fn an_unsupported_architecture_lists_the_supported_ones() {
     std::fs::write(dir.join("config.json"), config).unwrap();
     assert_fails(
         &["feature-extraction", "--model", dir.to_str().unwrap(), "hi"],
-        &[
-            "model_type `gpt_neox` is not supported",
-            "supported: bert, distilbert",
-        ],
+        &["model_type `gpt_neox` is not supported", "supported: bert, distilbert"],
     );
 }
 
 #[test]
 fn classification_needs_a_classification_head() {
     let dir = fixture("bert-tiny");
-    assert_fails(
-        &["sentiment-analysis", "--model", dir.to_str().unwrap(), "hi"],
-        &["has no classification head"],
-    );
+    assert_fails(&["sentiment-analysis", "--model", dir.to_str().unwrap(), "hi"], &["has no classification head"]);
 }
 
 #[test]
@@ -407,51 +266,19 @@ fn too_long_inputs_fail_unless_truncated() {
     let dir = fixture("distilbert-sst2-tiny");
     let long = ["word"; 100].join(" ");
     assert_fails(
-        &[
-            "sentiment-analysis",
-            "--model",
-            dir.to_str().unwrap(),
-            "short",
-            &long,
-        ],
-        &[
-            "input 2 has 102 tokens, more than the model's limit of 64",
-            "--truncation",
-        ],
+        &["sentiment-analysis", "--model", dir.to_str().unwrap(), "short", &long],
+        &["input 2 has 102 tokens, more than the model's limit of 64", "--truncation"],
     );
-    let out = pipeline(&[
-        "sentiment-analysis",
-        "--model",
-        dir.to_str().unwrap(),
-        "--truncation",
-        &long,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = pipeline(&["sentiment-analysis", "--model", dir.to_str().unwrap(), "--truncation", &long]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
 fn empty_inputs_are_rejected() {
     let dir = fixture("distilbert-sst2-tiny");
-    assert_fails(
-        &[
-            "sentiment-analysis",
-            "--model",
-            dir.to_str().unwrap(),
-            "fine",
-            "",
-        ],
-        &["input 2 is empty"],
-    );
+    assert_fails(&["sentiment-analysis", "--model", dir.to_str().unwrap(), "fine", ""], &["input 2 is empty"]);
     let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
-        .args([
-            "feature-extraction",
-            "--model",
-            fixture("bert-tiny").to_str().unwrap(),
-        ])
+        .args(["feature-extraction", "--model", fixture("bert-tiny").to_str().unwrap()])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -461,20 +288,14 @@ fn empty_inputs_are_rejected() {
 
 #[test]
 fn model_ids_resolve_in_the_hugging_face_cache() {
-    let home =
-        std::env::temp_dir().join(format!("pipeline-cli-test-{}-hfhome", std::process::id()));
+    let home = std::env::temp_dir().join(format!("pipeline-cli-test-{}-hfhome", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     let repo = home.join("hub").join("models--org--tiny-sst2");
     let snapshot = repo.join("snapshots").join("0123abcd");
     std::fs::create_dir_all(&snapshot).unwrap();
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs").join("main"), "0123abcd").unwrap();
-    for f in [
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    ] {
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(fixture("distilbert-sst2-tiny").join(f), snapshot.join(f)).unwrap();
     }
     let by_id = Command::new(env!("CARGO_BIN_EXE_pipeline"))
@@ -483,11 +304,89 @@ fn model_ids_resolve_in_the_hugging_face_cache() {
         .env_remove("HF_HUB_CACHE")
         .output()
         .unwrap();
-    let by_dir = pipeline(&[
-        "sentiment-analysis",
-        "--model",
-        fixture("distilbert-sst2-tiny").to_str().unwrap(),
-        "Hi",
-    ]);
+    let by_dir = pipeline(&["sentiment-analysis", "--model", fixture("distilbert-sst2-tiny").to_str().unwrap(), "Hi"]);
     assert_eq!(stdout_json(&by_id), stdout_json(&by_dir));
+}
+
+/// Every gpt2 reference case that has CLI flags: text as the Python pipeline
+/// prints it, and ids with --return-tensors.
+#[test]
+fn text_generation_matches_the_python_pipeline() {
+    for name in ["gpt2-tiny", "gpt2-legacy-tiny"] {
+        let dir = fixture(name);
+        let reference = Reference::load(&dir);
+        let prompts = reference.inputs();
+        for case in reference.cases().iter().filter(|c| c.get("cli_args").is_some()) {
+            let prompt = match case["prompt"].as_str().unwrap() {
+                "seed" => &prompts[0].0,
+                "cjk" => &prompts[1].0,
+                "trailing_space" => &prompts[2].0,
+                "accents" => &prompts[3].0,
+                other => panic!("unknown prompt {other}"),
+            };
+            let mut args = vec!["text-generation", "--model", dir.to_str().unwrap()];
+            let flags: Vec<&str> = case["cli_args"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            args.extend(&flags);
+            args.extend(["--", prompt.as_str()]);
+            let text = stdout_json(&pipeline(&args));
+            assert_eq!(text, Value::Array(vec![case["pipeline_output"].clone()]), "{name} case {}", case["name"]);
+
+            let mut args_ids = args.clone();
+            args_ids.insert(3, "--return-tensors");
+            let ids = stdout_json(&pipeline(&args_ids));
+            let want: Vec<Value> = case["output_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|seq| serde_json::json!({"generated_token_ids": seq}))
+                .collect();
+            assert_eq!(ids, Value::Array(vec![Value::Array(want)]), "{name} case {} ids", case["name"]);
+        }
+    }
+}
+
+#[test]
+fn streaming_prints_the_same_text_as_the_json() {
+    let dir = fixture("gpt2-tiny");
+    let base = ["text-generation", "--model", dir.to_str().unwrap(), "--do-sample", "false", "--max-new-tokens", "12"];
+    let prompt = "你好，世界！東京は";
+    let json = stdout_json(&pipeline(&[&base[..], &[prompt]].concat()));
+    let streamed = pipeline(&[&base[..], &["--stream", prompt]].concat());
+    assert!(streamed.status.success());
+    let text = String::from_utf8(streamed.stdout).unwrap();
+    assert_eq!(text.trim_end_matches('\n'), json[0][0]["generated_text"].as_str().unwrap());
+}
+
+#[test]
+fn sampling_with_a_seed_is_reproducible_from_the_command_line() {
+    let dir = fixture("gpt2-legacy-tiny");
+    let args = ["text-generation", "--model", dir.to_str().unwrap(), "--seed", "11", "--max-new-tokens", "8", "Hello"];
+    assert_eq!(stdout_json(&pipeline(&args)), stdout_json(&pipeline(&args)));
+}
+
+#[test]
+fn generation_errors_are_one_line() {
+    let gpt2 = fixture("gpt2-tiny");
+    assert_fails(
+        &["text-generation", "--model", gpt2.to_str().unwrap(), "--max-new-tokens", "100", "Hello"],
+        &["prompt 1", "would pass the model's 64 positions (n_positions)", "lower --max-new-tokens"],
+    );
+    assert_fails(&["text-generation", "--model", gpt2.to_str().unwrap(), ""], &["the prompt is empty"]);
+    assert_fails(
+        &["text-generation", "--model", fixture("bert-tiny").to_str().unwrap(), "Hello"],
+        &["model_type `bert` is not supported for text generation (supported: gpt2)"],
+    );
+    assert_fails(
+        &[
+            "text-generation",
+            "--model",
+            gpt2.to_str().unwrap(),
+            "--num-beams",
+            "2",
+            "--num-return-sequences",
+            "3",
+            "Hi",
+        ],
+        &["num_return_sequences (3) cannot exceed num_beams (2)"],
+    );
 }

@@ -16,10 +16,7 @@ use crate::weights::Checkpoint;
 pub const ENCODER_MODEL_TYPES: &str = "bert, distilbert";
 
 fn model_type(config: &Value) -> Result<&str> {
-    config
-        .get("model_type")
-        .and_then(Value::as_str)
-        .context("config.json has no `model_type`")
+    config.get("model_type").and_then(Value::as_str).context("config.json has no `model_type`")
 }
 
 fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
@@ -53,8 +50,7 @@ fn load_tokenizer(dir: &Path, encoder: &dyn Encoder) -> Result<TextTokenizer> {
 pub fn load_encoder(dir: &Path) -> Result<(Box<dyn Encoder>, TextTokenizer)> {
     let config = read_config(dir)?;
     let ckpt = open_checkpoint(dir)?;
-    let prefixed =
-        |prefix: &str| ckpt.contains(&format!("{prefix}.embeddings.word_embeddings.weight"));
+    let prefixed = |prefix: &str| ckpt.contains(&format!("{prefix}.embeddings.word_embeddings.weight"));
     let encoder: Box<dyn Encoder> = match model_type(&config)? {
         "bert" => {
             let w = if prefixed("bert") { ckpt.root().pp("bert") } else { ckpt.root() };
@@ -74,9 +70,7 @@ pub fn load_encoder(dir: &Path) -> Result<(Box<dyn Encoder>, TextTokenizer)> {
 ///
 /// # Errors
 /// As [`load_encoder`]; also if the checkpoint has no classification head.
-pub fn load_classifier(
-    dir: &Path,
-) -> Result<(Box<dyn SequenceClassifier>, ClassifierLabels, TextTokenizer)> {
+pub fn load_classifier(dir: &Path) -> Result<(Box<dyn SequenceClassifier>, ClassifierLabels, TextTokenizer)> {
     let config = read_config(dir)?;
     let labels = ClassifierLabels::from_config(&config)?;
     let ckpt = open_checkpoint(dir)?;
@@ -89,8 +83,12 @@ pub fn load_classifier(
     let n = labels.labels.len();
     let model: Box<dyn SequenceClassifier> = match model_type(&config)? {
         "bert" => Box::new(BertForSequenceClassification::load(&ckpt.root(), parse(&config, "BERT")?, n)?),
-        "distilbert" => Box::new(DistilBertForSequenceClassification::load(&ckpt.root(), parse(&config, "DistilBERT")?, n)?),
-        other => bail!("model_type `{other}` is not supported for text classification (supported: {ENCODER_MODEL_TYPES})"),
+        "distilbert" => {
+            Box::new(DistilBertForSequenceClassification::load(&ckpt.root(), parse(&config, "DistilBERT")?, n)?)
+        }
+        other => {
+            bail!("model_type `{other}` is not supported for text classification (supported: {ENCODER_MODEL_TYPES})")
+        }
     };
     let tokenizer = load_tokenizer(dir, model.encoder())?;
     Ok((model, labels, tokenizer))

@@ -11,9 +11,7 @@
 use anyhow::{bail, Result};
 use ndarray::{s, Array2, Array3, Axis};
 
-use transformer::{
-    multi_head_attention, Activation, AttentionMask, Embedding, LayerNorm, Linear, Projections,
-};
+use transformer::{multi_head_attention, Activation, AttentionMask, Embedding, LayerNorm, Linear, Projections};
 
 use crate::config::{self, BertConfig};
 use crate::encoder::{Encoder, EncoderOutput, SequenceClassifier};
@@ -89,15 +87,10 @@ impl BertLayer {
         mask: &AttentionMask,
     ) -> (Array2<f32>, ndarray::Array4<f32>) {
         let sa = &self.attention.self_;
-        let proj = Projections {
-            query: &sa.query,
-            key: &sa.key,
-            value: &sa.value,
-            output: &self.attention.output.dense,
-        };
+        let proj =
+            Projections { query: &sa.query, key: &sa.key, value: &sa.value, output: &self.attention.output.dense };
         // (N, C) -> (N, C): attention, already through attention.output.dense
-        let (attn, probs) =
-            multi_head_attention(x.view(), x.view(), batch, n_head, &proj, Some(mask));
+        let (attn, probs) = multi_head_attention(x.view(), x.view(), batch, n_head, &proj, Some(mask));
         let a = self.attention.output.layer_norm.forward((attn + x).view());
         // (N, C) -> (N, I)
         let mut h = self.intermediate.forward(a.view());
@@ -143,20 +136,12 @@ impl BertModel {
             );
         }
         let activation = config::activation(&config.hidden_act)?;
-        let (c, i, eps) = (
-            config.hidden_size,
-            config.intermediate_size,
-            config.layer_norm_eps,
-        );
+        let (c, i, eps) = (config.hidden_size, config.intermediate_size, config.layer_norm_eps);
         let e = w.pp("embeddings");
         let embeddings = BertEmbeddings {
             word_embeddings: e.pp("word_embeddings").embedding(config.vocab_size, c)?,
-            position_embeddings: e
-                .pp("position_embeddings")
-                .embedding(config.max_position_embeddings, c)?,
-            token_type_embeddings: e
-                .pp("token_type_embeddings")
-                .embedding(config.type_vocab_size, c)?,
+            position_embeddings: e.pp("position_embeddings").embedding(config.max_position_embeddings, c)?,
+            token_type_embeddings: e.pp("token_type_embeddings").embedding(config.type_vocab_size, c)?,
             layer_norm: e.pp("LayerNorm").layer_norm(c, eps)?,
         };
         let mut encoder = Vec::with_capacity(config.num_hidden_layers);
@@ -183,19 +168,11 @@ impl BertModel {
             });
         }
         let pooler = if w.pp("pooler").pp("dense").contains("weight") {
-            Some(BertPooler {
-                dense: w.pp("pooler").pp("dense").linear(c, c)?,
-            })
+            Some(BertPooler { dense: w.pp("pooler").pp("dense").linear(c, c)? })
         } else {
             None
         };
-        Ok(Self {
-            config,
-            activation,
-            embeddings,
-            encoder,
-            pooler,
-        })
+        Ok(Self { config, activation, embeddings, encoder, pooler })
     }
 
     /// Embedding sum and LayerNorm.
@@ -218,9 +195,7 @@ impl BertModel {
 
 /// `(N, C)` -> `(B, T, C)`
 fn unflatten(x: &Array2<f32>, b: usize, t: usize) -> Array3<f32> {
-    x.clone()
-        .into_shape_with_order((b, t, x.ncols()))
-        .expect("hidden states are contiguous")
+    x.clone().into_shape_with_order((b, t, x.ncols())).expect("hidden states are contiguous")
 }
 
 impl Encoder for BertModel {
@@ -231,21 +206,12 @@ impl Encoder for BertModel {
         let mut hidden_states = vec![unflatten(&x, b, t)];
         let mut attentions = Vec::with_capacity(self.encoder.len());
         for layer in &self.encoder {
-            let (y, probs) = layer.forward(
-                &x,
-                b,
-                self.config.num_attention_heads,
-                self.activation,
-                &mask,
-            );
+            let (y, probs) = layer.forward(&x, b, self.config.num_attention_heads, self.activation, &mask);
             x = y;
             hidden_states.push(unflatten(&x, b, t));
             attentions.push(probs);
         }
-        EncoderOutput {
-            hidden_states,
-            attentions,
-        }
+        EncoderOutput { hidden_states, attentions }
     }
 
     fn max_positions(&self) -> usize {
@@ -279,10 +245,7 @@ impl BertForSequenceClassification {
         if bert.pooler.is_none() {
             bail!("tensor `bert.pooler.dense.weight` not found: BertForSequenceClassification needs the pooler");
         }
-        Ok(Self {
-            bert,
-            classifier: w.pp("classifier").linear(c, num_labels)?,
-        })
+        Ok(Self { bert, classifier: w.pp("classifier").linear(c, num_labels)? })
     }
 }
 

@@ -14,8 +14,7 @@ use transformer::Activation;
 /// Reads `config.json` as a JSON value (the architecture is chosen from its `model_type`).
 pub fn read_config(dir: &Path) -> Result<Value> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
@@ -28,10 +27,7 @@ pub fn parse<T: for<'de> Deserialize<'de>>(value: &Value, what: &str) -> Result<
 pub fn activation(name: &str) -> Result<Activation> {
     match Activation::from_name(name) {
         Some(a) => Ok(a),
-        None => bail!(
-            "activation `{name}` in config.json is not supported (supported: {})",
-            Activation::SUPPORTED
-        ),
+        None => bail!("activation `{name}` in config.json is not supported (supported: {})", Activation::SUPPORTED),
     }
 }
 
@@ -132,13 +128,12 @@ impl ClassifierLabels {
     pub fn from_config(config: &Value) -> Result<Self> {
         let labels: Vec<String> = match config.get("id2label") {
             Some(map) => {
-                let map: BTreeMap<String, String> = serde_json::from_value(map.clone())
-                    .context("config.json: `id2label` must map ids to names")?;
+                let map: BTreeMap<String, String> =
+                    serde_json::from_value(map.clone()).context("config.json: `id2label` must map ids to names")?;
                 let mut pairs = Vec::with_capacity(map.len());
                 for (id, name) in map {
-                    let id: usize = id.parse().with_context(|| {
-                        format!("config.json: id2label key `{id}` is not an integer")
-                    })?;
+                    let id: usize =
+                        id.parse().with_context(|| format!("config.json: id2label key `{id}` is not an integer"))?;
                     pairs.push((id, name));
                 }
                 pairs.sort();
@@ -148,10 +143,7 @@ impl ClassifierLabels {
                 pairs.into_iter().map(|(_, name)| name).collect()
             }
             None => {
-                let n = config
-                    .get("num_labels")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(2) as usize;
+                let n = config.get("num_labels").and_then(Value::as_u64).unwrap_or(2) as usize;
                 (0..n).map(|i| format!("LABEL_{i}")).collect()
             }
         };

@@ -12,8 +12,7 @@ use anyhow::{bail, Result};
 use ndarray::{Array2, Array3, Array4, Axis};
 
 use transformer::{
-    multi_head_attention, sinusoidal_positions, Activation, AttentionMask, Embedding, LayerNorm,
-    Linear, Projections,
+    multi_head_attention, sinusoidal_positions, Activation, AttentionMask, Embedding, LayerNorm, Linear, Projections,
 };
 
 use crate::config::{self, DistilBertConfig};
@@ -74,14 +73,8 @@ impl TransformerBlock {
         mask: &AttentionMask,
     ) -> (Array2<f32>, Array4<f32>) {
         let at = &self.attention;
-        let proj = Projections {
-            query: &at.q_lin,
-            key: &at.k_lin,
-            value: &at.v_lin,
-            output: &at.out_lin,
-        };
-        let (sa, probs) =
-            multi_head_attention(x.view(), x.view(), batch, n_head, &proj, Some(mask));
+        let proj = Projections { query: &at.q_lin, key: &at.k_lin, value: &at.v_lin, output: &at.out_lin };
+        let (sa, probs) = multi_head_attention(x.view(), x.view(), batch, n_head, &proj, Some(mask));
         let a = self.sa_layer_norm.forward((sa + x).view());
         // (N, C) -> (N, I)
         let mut h = self.ffn.lin1.forward(a.view());
@@ -112,11 +105,7 @@ impl DistilBertModel {
     /// On a missing tensor, a wrong shape, or an unsupported config option.
     pub fn load(w: &Weights, config: DistilBertConfig) -> Result<Self> {
         if !config.dim.is_multiple_of(config.n_heads) {
-            bail!(
-                "dim {} is not divisible by n_heads {}",
-                config.dim,
-                config.n_heads
-            );
+            bail!("dim {} is not divisible by n_heads {}", config.dim, config.n_heads);
         }
         let activation = config::activation(&config.activation)?;
         let (c, i) = (config.dim, config.hidden_dim);
@@ -125,22 +114,18 @@ impl DistilBertModel {
             let table = sinusoidal_positions(config.max_position_embeddings, c);
             let name = "position_embeddings";
             if e.pp(name).contains("weight") {
-                let stored = e
-                    .pp(name)
-                    .get2("weight", (config.max_position_embeddings, c))?;
-                let diff = stored
-                    .iter()
-                    .zip(table.iter())
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let stored = e.pp(name).get2("weight", (config.max_position_embeddings, c))?;
+                let diff = stored.iter().zip(table.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
                 if diff > 1e-6 {
-                    bail!("tensor `{}` differs from the sinusoidal table by {diff} although sinusoidal_pos_embds is true", e.pp(name).full_name("weight"));
+                    bail!(
+                        "tensor `{}` differs from the sinusoidal table by {diff} although sinusoidal_pos_embds is true",
+                        e.pp(name).full_name("weight")
+                    );
                 }
             }
             Embedding { weight: table }
         } else {
-            e.pp("position_embeddings")
-                .embedding(config.max_position_embeddings, c)?
+            e.pp("position_embeddings").embedding(config.max_position_embeddings, c)?
         };
         let embeddings = Embeddings {
             word_embeddings: e.pp("word_embeddings").embedding(config.vocab_size, c)?,
@@ -159,19 +144,11 @@ impl DistilBertModel {
                     out_lin: at.pp("out_lin").linear(c, c)?,
                 },
                 sa_layer_norm: lw.pp("sa_layer_norm").layer_norm(c, LAYER_NORM_EPS)?,
-                ffn: Ffn {
-                    lin1: lw.pp("ffn").pp("lin1").linear(c, i)?,
-                    lin2: lw.pp("ffn").pp("lin2").linear(i, c)?,
-                },
+                ffn: Ffn { lin1: lw.pp("ffn").pp("lin1").linear(c, i)?, lin2: lw.pp("ffn").pp("lin2").linear(i, c)? },
                 output_layer_norm: lw.pp("output_layer_norm").layer_norm(c, LAYER_NORM_EPS)?,
             });
         }
-        Ok(Self {
-            config,
-            activation,
-            embeddings,
-            transformer,
-        })
+        Ok(Self { config, activation, embeddings, transformer })
     }
 }
 
@@ -183,14 +160,10 @@ impl Encoder for DistilBertModel {
         let ids: Vec<u32> = batch.input_ids.iter().copied().collect();
         let positions: Vec<u32> = (0..b).flat_map(|_| 0..t as u32).collect();
         // (N, C)
-        let mut x = e.layer_norm.forward(
-            (e.word_embeddings.forward(&ids) + e.position_embeddings.forward(&positions)).view(),
-        );
-        let unflatten = |x: &Array2<f32>| -> Array3<f32> {
-            x.clone()
-                .into_shape_with_order((b, t, c))
-                .expect("contiguous")
-        };
+        let mut x =
+            e.layer_norm.forward((e.word_embeddings.forward(&ids) + e.position_embeddings.forward(&positions)).view());
+        let unflatten =
+            |x: &Array2<f32>| -> Array3<f32> { x.clone().into_shape_with_order((b, t, c)).expect("contiguous") };
         let mask = AttentionMask::new(Some(batch.attention_mask.view()), b, t, t, false);
         let mut hidden_states = vec![unflatten(&x)];
         let mut attentions = Vec::with_capacity(self.transformer.len());
@@ -200,10 +173,7 @@ impl Encoder for DistilBertModel {
             hidden_states.push(unflatten(&x));
             attentions.push(probs);
         }
-        EncoderOutput {
-            hidden_states,
-            attentions,
-        }
+        EncoderOutput { hidden_states, attentions }
     }
 
     fn max_positions(&self) -> usize {

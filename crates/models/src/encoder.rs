@@ -17,9 +17,7 @@ pub struct EncoderOutput {
 impl EncoderOutput {
     /// The last layer's output `(B, T, C)`.
     pub fn last_hidden_state(&self) -> &Array3<f32> {
-        self.hidden_states
-            .last()
-            .expect("an encoder output holds at least the embedding output")
+        self.hidden_states.last().expect("an encoder output holds at least the embedding output")
     }
 }
 

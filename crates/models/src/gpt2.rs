@@ -21,7 +21,9 @@ use anyhow::{bail, Result};
 use ndarray::{s, Array2, Array3, Array4, ArrayView2, Axis};
 use serde::Deserialize;
 
-use transformer::{attention, merge_heads, split_heads, Activation, AttentionMask, Embedding, LayerCache, LayerNorm, Linear};
+use transformer::{
+    attention, merge_heads, split_heads, Activation, AttentionMask, Embedding, LayerCache, LayerNorm, Linear,
+};
 
 use crate::config;
 use crate::generation::Decoder;
@@ -171,12 +173,22 @@ impl Gpt2LmHeadModel {
             let b = w.pp("h").pp(l);
             h.push(Gpt2Block {
                 ln_1: b.pp("ln_1").layer_norm(c, eps)?,
-                attn: Gpt2Attention { c_attn: conv1d(&b.pp("attn.c_attn"), c, 3 * c)?, c_proj: conv1d(&b.pp("attn.c_proj"), c, c)? },
+                attn: Gpt2Attention {
+                    c_attn: conv1d(&b.pp("attn.c_attn"), c, 3 * c)?,
+                    c_proj: conv1d(&b.pp("attn.c_proj"), c, c)?,
+                },
                 ln_2: b.pp("ln_2").layer_norm(c, eps)?,
-                mlp: Gpt2Mlp { c_fc: conv1d(&b.pp("mlp.c_fc"), c, inner)?, c_proj: conv1d(&b.pp("mlp.c_proj"), inner, c)? },
+                mlp: Gpt2Mlp {
+                    c_fc: conv1d(&b.pp("mlp.c_fc"), c, inner)?,
+                    c_proj: conv1d(&b.pp("mlp.c_proj"), inner, c)?,
+                },
             });
         }
-        let lm_head = if root.contains("lm_head.weight") { Some(root.get2("lm_head.weight", (config.vocab_size, c))?) } else { None };
+        let lm_head = if root.contains("lm_head.weight") {
+            Some(root.get2("lm_head.weight", (config.vocab_size, c))?)
+        } else {
+            None
+        };
         Ok(Self {
             wte: w.pp("wte").embedding(config.vocab_size, c)?,
             wpe: w.pp("wpe").embedding(config.n_positions, c)?,
@@ -206,12 +218,18 @@ impl Gpt2LmHeadModel {
         let (b, t) = ids.dim();
         let (c, nh) = (self.config.n_embd, self.config.n_head);
         let past = cache.len();
-        assert!(past + t <= self.config.n_positions, "{} positions exceed n_positions {}", past + t, self.config.n_positions);
+        assert!(
+            past + t <= self.config.n_positions,
+            "{} positions exceed n_positions {}",
+            past + t,
+            self.config.n_positions
+        );
         let flat: Vec<u32> = ids.iter().copied().collect();
         let positions: Vec<u32> = (0..b).flat_map(|_| (past..past + t).map(|p| p as u32)).collect();
         // (N, C)
         let mut x = self.wte.forward(&flat) + self.wpe.forward(&positions);
-        let unflatten = |x: &Array2<f32>| -> Array3<f32> { x.clone().into_shape_with_order((b, t, c)).expect("contiguous") };
+        let unflatten =
+            |x: &Array2<f32>| -> Array3<f32> { x.clone().into_shape_with_order((b, t, c)).expect("contiguous") };
         let mask = AttentionMask::new(None, b, t, past + t, true);
         let mut hidden_states = vec![unflatten(&x)];
         let mut attentions = Vec::with_capacity(self.h.len());

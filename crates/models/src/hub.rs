@@ -32,11 +32,7 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
     };
     for file in REQUIRED_FILES {
         if !dir.join(file).is_file() {
-            bail!(
-                "{} has no {file} (a checkpoint needs {})",
-                dir.display(),
-                REQUIRED_FILES.join(", ")
-            );
+            bail!("{} has no {file} (a checkpoint needs {})", dir.display(), REQUIRED_FILES.join(", "));
         }
     }
     Ok(dir)
@@ -49,9 +45,7 @@ fn hub_cache_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("HF_HOME") {
         return PathBuf::from(home).join("hub");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
     home.join(".cache").join("huggingface").join("hub")
 }
 
@@ -64,22 +58,11 @@ fn snapshot_dir(repo: &Path) -> Result<PathBuf> {
         }
     }
     let snapshots: Vec<PathBuf> = std::fs::read_dir(repo.join("snapshots"))
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_dir())
-                .collect()
-        })
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
         .unwrap_or_default();
     match snapshots.as_slice() {
         [only] => Ok(only.clone()),
-        [] => bail!(
-            "{} has no snapshot; download the model again",
-            repo.display()
-        ),
-        _ => bail!(
-            "{} has several snapshots and no refs/main; pass the snapshot directory itself",
-            repo.display()
-        ),
+        [] => bail!("{} has no snapshot; download the model again", repo.display()),
+        _ => bail!("{} has several snapshots and no refs/main; pass the snapshot directory itself", repo.display()),
     }
 }

@@ -39,17 +39,12 @@ impl TextTokenizer {
     /// If a file cannot be read or parsed.
     pub fn from_dir(dir: &Path, max_positions: usize) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let mut inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| anyhow!("cannot load {}: {e}", path.display()))?;
+        let mut inner =
+            tokenizers::Tokenizer::from_file(&path).map_err(|e| anyhow!("cannot load {}: {e}", path.display()))?;
         inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|e| anyhow!("cannot reset truncation of {}: {e}", path.display()))?;
+        inner.with_truncation(None).map_err(|e| anyhow!("cannot reset truncation of {}: {e}", path.display()))?;
         let model_max_length = read_model_max_length(dir)?.unwrap_or(max_positions);
-        Ok(Self {
-            inner,
-            model_max_length,
-        })
+        Ok(Self { inner, model_max_length })
     }
 
     /// Size of the vocabulary, added tokens included (the largest id plus one).
@@ -83,10 +78,7 @@ impl TextTokenizer {
             self.inner.encode(text, true)
         }
         .map_err(|e| anyhow!("cannot tokenize input: {e}"))?;
-        Ok(Encoded {
-            ids: encoding.get_ids().to_vec(),
-            type_ids: encoding.get_type_ids().to_vec(),
-        })
+        Ok(Encoded { ids: encoding.get_ids().to_vec(), type_ids: encoding.get_type_ids().to_vec() })
     }
 
     /// Turns ids back into text.
@@ -94,9 +86,7 @@ impl TextTokenizer {
     /// # Errors
     /// If the tokenizer's decoder fails.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| anyhow!("cannot decode ids: {e}"))
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| anyhow!("cannot decode ids: {e}"))
     }
 }
 
@@ -105,10 +95,9 @@ fn read_model_max_length(dir: &Path) -> Result<Option<usize>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
     Ok(value
         .get("model_max_length")
         .and_then(serde_json::Value::as_f64)
@@ -151,12 +140,7 @@ impl Batch {
                 attention_mask[[i, j]] = 1;
             }
         }
-        Ok(Self {
-            input_ids,
-            token_type_ids,
-            attention_mask,
-            lengths: inputs.iter().map(|e| e.ids.len()).collect(),
-        })
+        Ok(Self { input_ids, token_type_ids, attention_mask, lengths: inputs.iter().map(|e| e.ids.len()).collect() })
     }
 
     /// `(B, T)`

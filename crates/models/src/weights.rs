@@ -43,14 +43,10 @@ impl Checkpoint {
         let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         // SAFETY: the map is read-only; a checkpoint rewritten while we run is
         // outside what an inference process can guard against.
-        let mmap = unsafe { Mmap::map(&file) }
-            .with_context(|| format!("cannot memory-map {}", path.display()))?;
+        let mmap = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot memory-map {}", path.display()))?;
         let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| match e {
             SafeTensorError::MetadataIncompleteBuffer => {
-                anyhow::anyhow!(
-                    "{} is truncated: it is shorter than its header says; re-download it",
-                    path.display()
-                )
+                anyhow::anyhow!("{} is truncated: it is shorter than its header says; re-download it", path.display())
             }
             e => anyhow::anyhow!(
                 "{} is not a valid safetensors file ({e:?}); re-download or re-save the checkpoint",
@@ -58,16 +54,9 @@ impl Checkpoint {
             ),
         })?;
         let data_start = 8 + header_len;
-        let tensors: HashMap<String, TensorInfo> = metadata
-            .tensors()
-            .into_iter()
-            .map(|(name, info)| (name, info.clone()))
-            .collect();
-        let data_end = tensors
-            .values()
-            .map(|t| t.data_offsets.1)
-            .max()
-            .unwrap_or(0);
+        let tensors: HashMap<String, TensorInfo> =
+            metadata.tensors().into_iter().map(|(name, info)| (name, info.clone())).collect();
+        let data_end = tensors.values().map(|t| t.data_offsets.1).max().unwrap_or(0);
         if data_start + data_end > mmap.len() {
             bail!(
                 "{} is truncated: its header describes {} bytes of tensor data but the file holds {}; re-download it",
@@ -76,12 +65,7 @@ impl Checkpoint {
                 mmap.len().saturating_sub(data_start)
             );
         }
-        Ok(Self {
-            path,
-            mmap,
-            data_start,
-            tensors,
-        })
+        Ok(Self { path, mmap, data_start, tensors })
     }
 
     /// The file this checkpoint was opened from.
@@ -103,53 +87,29 @@ impl Checkpoint {
 
     /// The scope at the root of the name space.
     pub fn root(&self) -> Weights<'_> {
-        Weights {
-            ckpt: self,
-            prefix: String::new(),
-        }
+        Weights { ckpt: self, prefix: String::new() }
     }
 
     /// Reads a tensor as f32 after checking its shape.
     fn tensor(&self, name: &str, expected: &[usize]) -> Result<ArrayD<f32>> {
         let Some(info) = self.tensors.get(name) else {
-            bail!(
-                "tensor `{name}` not found in {} (is this the right architecture?)",
-                self.path.display()
-            );
+            bail!("tensor `{name}` not found in {} (is this the right architecture?)", self.path.display());
         };
         if info.shape != expected {
-            bail!(
-                "tensor `{name}` has shape {:?}, expected {:?} from config.json",
-                info.shape,
-                expected
-            );
+            bail!("tensor `{name}` has shape {:?}, expected {:?} from config.json", info.shape, expected);
         }
-        let bytes = &self.mmap
-            [self.data_start + info.data_offsets.0..self.data_start + info.data_offsets.1];
+        let bytes = &self.mmap[self.data_start + info.data_offsets.0..self.data_start + info.data_offsets.1];
         let values: Vec<f32> = match info.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                .collect(),
+            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
             other => {
                 bail!("tensor `{name}` is {other:?}; only F32, F16 and BF16 weights are supported")
             }
         };
         let numel: usize = expected.iter().product();
         if values.len() != numel {
-            bail!(
-                "tensor `{name}` holds {} values, its shape {:?} needs {numel}",
-                values.len(),
-                expected
-            );
+            bail!("tensor `{name}` holds {} values, its shape {:?} needs {numel}", values.len(), expected);
         }
         Ok(ArrayD::from_shape_vec(IxDyn(expected), values).expect("length checked above"))
     }
@@ -187,10 +147,7 @@ pub struct Weights<'a> {
 impl<'a> Weights<'a> {
     /// Descends into a sub-scope: `w.pp("encoder").pp(3)` is `encoder.3.`.
     pub fn pp(&self, name: impl Display) -> Weights<'a> {
-        Weights {
-            ckpt: self.ckpt,
-            prefix: format!("{}{}.", self.prefix, name),
-        }
+        Weights { ckpt: self.ckpt, prefix: format!("{}{}.", self.prefix, name) }
     }
 
     /// The full dotted name of `name` in this scope.
@@ -228,23 +185,14 @@ impl<'a> Weights<'a> {
     /// Checkpoint quirk: BERT checkpoints converted from TensorFlow name these
     /// `gamma` and `beta`; transformers renames them on load, and so do we.
     pub fn layer_norm(&self, c: usize, eps: f32) -> Result<LayerNorm> {
-        let (w, b) = if !self.contains("weight") && self.contains("gamma") {
-            ("gamma", "beta")
-        } else {
-            ("weight", "bias")
-        };
-        Ok(LayerNorm {
-            weight: self.get1(w, c)?,
-            bias: self.get1(b, c)?,
-            eps,
-        })
+        let (w, b) =
+            if !self.contains("weight") && self.contains("gamma") { ("gamma", "beta") } else { ("weight", "bias") };
+        Ok(LayerNorm { weight: self.get1(w, c)?, bias: self.get1(b, c)?, eps })
     }
 
     /// `torch.nn.Embedding(n, c)` in this scope: `weight` `(n, c)`.
     pub fn embedding(&self, n: usize, c: usize) -> Result<Embedding> {
-        Ok(Embedding {
-            weight: self.get2("weight", (n, c))?,
-        })
+        Ok(Embedding { weight: self.get2("weight", (n, c))? })
     }
 }
 

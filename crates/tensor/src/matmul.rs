@@ -28,10 +28,7 @@ use rayon::prelude::*;
 pub fn matmul_naive(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
-    assert_eq!(
-        k, k2,
-        "matmul_naive: inner dimensions differ ({m}x{k} times {k2}x{n})"
-    );
+    assert_eq!(k, k2, "matmul_naive: inner dimensions differ ({m}x{k} times {k2}x{n})");
     let mut c = Array2::<f32>::zeros((m, n));
     for i in 0..m {
         for j in 0..n {
@@ -73,16 +70,8 @@ pub fn matmul(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
 pub fn matmul_into(a: ArrayView2<f32>, b: ArrayView2<f32>, c: &mut Array2<f32>) {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
-    assert_eq!(
-        k, k2,
-        "matmul: inner dimensions differ ({m}x{k} times {k2}x{n})"
-    );
-    assert_eq!(
-        c.dim(),
-        (m, n),
-        "matmul: output is {:?}, expected ({m}, {n})",
-        c.dim()
-    );
+    assert_eq!(k, k2, "matmul: inner dimensions differ ({m}x{k} times {k2}x{n})");
+    assert_eq!(c.dim(), (m, n), "matmul: output is {:?}, expected ({m}, {n})", c.dim());
     if m == 0 || n == 0 {
         return;
     }
@@ -97,22 +86,7 @@ pub fn matmul_into(a: ArrayView2<f32>, b: ArrayView2<f32>, c: &mut Array2<f32>) 
     // shapes were checked above; sgemm reads a and b and writes only c, and
     // beta = 0 means c's old contents are never read.
     unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            rsa,
-            csa,
-            b.as_ptr(),
-            rsb,
-            csb,
-            0.0,
-            c.as_mut_ptr(),
-            rsc,
-            csc,
-        );
+        matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, 0.0, c.as_mut_ptr(), rsc, csc);
     }
 }
 
@@ -126,10 +100,7 @@ pub fn matmul_into(a: ArrayView2<f32>, b: ArrayView2<f32>, c: &mut Array2<f32>) 
 pub fn batched_matmul(a: ArrayView3<f32>, b: ArrayView3<f32>) -> Array3<f32> {
     let (batch, m, _) = a.dim();
     let (batch2, _, n) = b.dim();
-    assert_eq!(
-        batch, batch2,
-        "batched_matmul: batch sizes differ ({batch} vs {batch2})"
-    );
+    assert_eq!(batch, batch2, "batched_matmul: batch sizes differ ({batch} vs {batch2})");
     let mut c = Array3::<f32>::zeros((batch, m, n));
     c.axis_iter_mut(Axis(0))
         .into_par_iter()
@@ -160,10 +131,7 @@ mod tests {
     }
 
     fn max_abs_diff(x: &Array2<f32>, y: &Array2<f32>) -> f32 {
-        x.iter()
-            .zip(y.iter())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max)
+        x.iter().zip(y.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
     }
 
     #[test]
@@ -174,14 +142,8 @@ mod tests {
                 for &n in &[1, 5, 16, 33, 129] {
                     let a = filled((m, k), (s * 31 + k) as u32);
                     let b = filled((k, n), (s * 17 + n) as u32);
-                    let diff = max_abs_diff(
-                        &matmul(a.view(), b.view()),
-                        &matmul_naive(a.view(), b.view()),
-                    );
-                    assert!(
-                        diff <= 1e-4 * k as f32,
-                        "({m},{k})x({k},{n}): max diff {diff}"
-                    );
+                    let diff = max_abs_diff(&matmul(a.view(), b.view()), &matmul_naive(a.view(), b.view()));
+                    assert!(diff <= 1e-4 * k as f32, "({m},{k})x({k},{n}): max diff {diff}");
                 }
             }
         }
@@ -204,12 +166,8 @@ mod tests {
     #[test]
     fn batched_matmul_equals_per_item_products() {
         let (batch, m, k, n) = (5, 9, 12, 7);
-        let a = Array3::from_shape_fn((batch, m, k), |(i, j, l)| {
-            ((i * 7 + j * 3 + l) % 11) as f32 - 5.0
-        });
-        let b = Array3::from_shape_fn((batch, k, n), |(i, j, l)| {
-            ((i + j * 5 + l * 2) % 13) as f32 - 6.0
-        });
+        let a = Array3::from_shape_fn((batch, m, k), |(i, j, l)| ((i * 7 + j * 3 + l) % 11) as f32 - 5.0);
+        let b = Array3::from_shape_fn((batch, k, n), |(i, j, l)| ((i + j * 5 + l * 2) % 13) as f32 - 6.0);
         let c = batched_matmul(a.view(), b.view());
         for i in 0..batch {
             let expect = matmul_naive(a.index_axis(Axis(0), i), b.index_axis(Axis(0), i));

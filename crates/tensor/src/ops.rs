@@ -50,43 +50,22 @@ pub fn softmax_naive(x: ArrayView1<f32>) -> Array1<f32> {
 ///
 /// # Panics
 /// If `weight` or `bias` do not have `C` elements.
-pub fn layer_norm(
-    x: ArrayView2<f32>,
-    weight: ArrayView1<f32>,
-    bias: ArrayView1<f32>,
-    eps: f32,
-) -> Array2<f32> {
+pub fn layer_norm(x: ArrayView2<f32>, weight: ArrayView1<f32>, bias: ArrayView1<f32>, eps: f32) -> Array2<f32> {
     let (n, c) = x.dim();
-    assert_eq!(
-        weight.len(),
-        c,
-        "layer_norm: weight has {} elements, input has {c} channels",
-        weight.len()
-    );
-    assert_eq!(
-        bias.len(),
-        c,
-        "layer_norm: bias has {} elements, input has {c} channels",
-        bias.len()
-    );
+    assert_eq!(weight.len(), c, "layer_norm: weight has {} elements, input has {c} channels", weight.len());
+    assert_eq!(bias.len(), c, "layer_norm: bias has {} elements, input has {c} channels", bias.len());
     let mut y = Array2::<f32>::zeros((n, c));
-    Zip::from(y.rows_mut())
-        .and(x.rows())
-        .for_each(|mut out, row| {
-            // 1. mean
-            let mean = row.sum() / c as f32;
-            // 2. biased variance and its reciprocal square root ("rstd")
-            let var = row.fold(0.0f32, |acc, &v| acc + (v - mean) * (v - mean)) / c as f32;
-            let rstd = 1.0 / (var + eps).sqrt();
-            // 3. normalise, scale and shift
-            Zip::from(&mut out)
-                .and(&row)
-                .and(&weight)
-                .and(&bias)
-                .for_each(|o, &v, &w, &b| {
-                    *o = (v - mean) * rstd * w + b;
-                });
+    Zip::from(y.rows_mut()).and(x.rows()).for_each(|mut out, row| {
+        // 1. mean
+        let mean = row.sum() / c as f32;
+        // 2. biased variance and its reciprocal square root ("rstd")
+        let var = row.fold(0.0f32, |acc, &v| acc + (v - mean) * (v - mean)) / c as f32;
+        let rstd = 1.0 / (var + eps).sqrt();
+        // 3. normalise, scale and shift
+        Zip::from(&mut out).and(&row).and(&weight).and(&bias).for_each(|o, &v, &w, &b| {
+            *o = (v - mean) * rstd * w + b;
         });
+    });
     y
 }
 
@@ -180,9 +159,7 @@ mod tests {
     #[test]
     fn softmax_matches_naive_reference() {
         for len in [1usize, 2, 3, 7, 64, 129] {
-            let x = Array::from_shape_fn((3, len), |(i, j)| {
-                ((i * 31 + j * 17) % 23) as f32 * 0.7 - 8.0
-            });
+            let x = Array::from_shape_fn((3, len), |(i, j)| ((i * 31 + j * 17) % 23) as f32 * 0.7 - 8.0);
             let mut fast = x.clone().into_dyn();
             softmax_last_dim(fast.view_mut());
             for (i, row) in x.rows().into_iter().enumerate() {
@@ -209,12 +186,7 @@ mod tests {
     fn layer_norm_by_hand() {
         // row [1, 2, 3]: mean 2, var 2/3, rstd = 1/sqrt(2/3)
         let x = array![[1.0f32, 2.0, 3.0]];
-        let y = layer_norm(
-            x.view(),
-            array![1.0f32, 1.0, 2.0].view(),
-            array![0.0f32, 0.5, 0.0].view(),
-            0.0,
-        );
+        let y = layer_norm(x.view(), array![1.0f32, 1.0, 2.0].view(), array![0.0f32, 0.5, 0.0].view(), 0.0);
         let r = (1.5f32).sqrt();
         assert_abs_diff_eq!(y[[0, 0]], -r, epsilon = 1e-6);
         assert_abs_diff_eq!(y[[0, 1]], 0.5, epsilon = 1e-6);

@@ -41,25 +41,11 @@ impl AttentionMask {
     ///
     /// # Panics
     /// If `key_mask` does not have `S` columns, or `T > S` with `causal`.
-    pub fn new(
-        key_mask: Option<ArrayView2<u8>>,
-        batch: usize,
-        t: usize,
-        s: usize,
-        causal: bool,
-    ) -> Self {
+    pub fn new(key_mask: Option<ArrayView2<u8>>, batch: usize, t: usize, s: usize, causal: bool) -> Self {
         if let Some(m) = &key_mask {
-            assert_eq!(
-                m.dim(),
-                (batch, s),
-                "attention mask is {:?}, expected ({batch}, {s})",
-                m.dim()
-            );
+            assert_eq!(m.dim(), (batch, s), "attention mask is {:?}, expected ({batch}, {s})", m.dim());
         }
-        assert!(
-            !causal || t <= s,
-            "causal attention needs at least as many keys ({s}) as queries ({t})"
-        );
+        assert!(!causal || t <= s, "causal attention needs at least as many keys ({s}) as queries ({t})");
         let past = s - t.min(s);
         let bias = Array3::from_shape_fn((batch, t, s), |(b, i, j)| {
             let padded = key_mask.as_ref().is_some_and(|m| m[[b, j]] == 0);
@@ -89,15 +75,9 @@ impl AttentionMask {
 /// If `C` is not divisible by `nh`, or `x` is not in standard layout.
 pub fn split_heads(x: Array3<f32>, n_head: usize) -> Array4<f32> {
     let (b, t, c) = x.dim();
-    assert_eq!(
-        c % n_head,
-        0,
-        "hidden size {c} is not divisible by {n_head} heads"
-    );
+    assert_eq!(c % n_head, 0, "hidden size {c} is not divisible by {n_head} heads");
     // (B, T, C) -> (B, T, nh, hs)
-    let x = x
-        .into_shape_with_order((b, t, n_head, c / n_head))
-        .expect("split_heads needs a standard-layout input");
+    let x = x.into_shape_with_order((b, t, n_head, c / n_head)).expect("split_heads needs a standard-layout input");
     // (B, T, nh, hs) -> (B, nh, T, hs)
     x.permuted_axes([0, 2, 1, 3])
 }
@@ -109,13 +89,9 @@ pub fn split_heads(x: Array3<f32>, n_head: usize) -> Array4<f32> {
 pub fn merge_heads(x: ArrayView4<f32>) -> Array3<f32> {
     let (b, nh, t, hs) = x.dim();
     // (B, nh, T, hs) -> (B, T, nh, hs), copied into standard layout
-    let x = x
-        .permuted_axes([0, 2, 1, 3])
-        .as_standard_layout()
-        .into_owned();
+    let x = x.permuted_axes([0, 2, 1, 3]).as_standard_layout().into_owned();
     // (B, T, nh, hs) -> (B, T, C)
-    x.into_shape_with_order((b, t, nh * hs))
-        .expect("standard layout was just ensured")
+    x.into_shape_with_order((b, t, nh * hs)).expect("standard layout was just ensured")
 }
 
 /// What [`attention`] returns.
@@ -149,27 +125,10 @@ pub fn attention(
 ) -> AttentionOutput {
     let (b, nh, t, hs) = q.dim();
     let s = k.dim().2;
-    assert_eq!(
-        k.dim(),
-        (b, nh, s, hs),
-        "keys are {:?}, queries {:?}",
-        k.dim(),
-        q.dim()
-    );
-    assert_eq!(
-        v.dim(),
-        (b, nh, s, hs),
-        "values are {:?}, keys {:?}",
-        v.dim(),
-        k.dim()
-    );
+    assert_eq!(k.dim(), (b, nh, s, hs), "keys are {:?}, queries {:?}", k.dim(), q.dim());
+    assert_eq!(v.dim(), (b, nh, s, hs), "values are {:?}, keys {:?}", v.dim(), k.dim());
     if let Some(m) = mask {
-        assert_eq!(
-            m.bias.dim(),
-            (b, t, s),
-            "mask is {:?}, expected ({b}, {t}, {s})",
-            m.bias.dim()
-        );
+        assert_eq!(m.bias.dim(), (b, t, s), "mask is {:?}, expected ({b}, {t}, {s})", m.bias.dim());
     }
     let scale = 1.0 / (hs as f32).sqrt();
 
@@ -199,14 +158,8 @@ pub fn attention(
     let mut probs = Array4::<f32>::zeros((b, nh, t, s));
     for (bh, (ctx, p)) in per_head.into_iter().enumerate() {
         let (bi, hi) = (bh / nh, bh % nh);
-        context
-            .index_axis_mut(Axis(0), bi)
-            .index_axis_mut(Axis(0), hi)
-            .assign(&ctx);
-        probs
-            .index_axis_mut(Axis(0), bi)
-            .index_axis_mut(Axis(0), hi)
-            .assign(&p);
+        context.index_axis_mut(Axis(0), bi).index_axis_mut(Axis(0), hi).assign(&ctx);
+        probs.index_axis_mut(Axis(0), bi).index_axis_mut(Axis(0), hi).assign(&p);
     }
     AttentionOutput { context, probs }
 }
@@ -240,20 +193,14 @@ pub fn multi_head_attention(
     let (t, s) = (x_q.nrows() / batch, x_kv.nrows() / batch);
     // (B*T, C) -> (B, T, C) -> (B, nh, T, hs); likewise for keys and values over S
     let to_heads = |y: Array2<f32>, len: usize| {
-        split_heads(
-            y.into_shape_with_order((batch, len, c))
-                .expect("projection output is contiguous"),
-            n_head,
-        )
+        split_heads(y.into_shape_with_order((batch, len, c)).expect("projection output is contiguous"), n_head)
     };
     let q = to_heads(proj.query.forward(x_q), t);
     let k = to_heads(proj.key.forward(x_kv), s);
     let v = to_heads(proj.value.forward(x_kv), s);
     let AttentionOutput { context, probs } = attention(q.view(), k.view(), v.view(), mask);
     // (B, nh, T, hs) -> (B, T, C) -> (B*T, C)
-    let merged = merge_heads(context.view())
-        .into_shape_with_order((batch * t, c))
-        .expect("merge_heads is contiguous");
+    let merged = merge_heads(context.view()).into_shape_with_order((batch * t, c)).expect("merge_heads is contiguous");
     (proj.output.forward(merged.view()), probs)
 }
 
@@ -264,12 +211,7 @@ mod tests {
     use ndarray::{array, Array};
 
     /// Attention for one head written with explicit loops, as a reference.
-    fn naive_head(
-        q: ArrayView2<f32>,
-        k: ArrayView2<f32>,
-        v: ArrayView2<f32>,
-        bias: ArrayView2<f32>,
-    ) -> Array2<f32> {
+    fn naive_head(q: ArrayView2<f32>, k: ArrayView2<f32>, v: ArrayView2<f32>, bias: ArrayView2<f32>) -> Array2<f32> {
         let (t, hs) = q.dim();
         let s = k.nrows();
         let mut out = Array2::<f32>::zeros((t, hs));
@@ -284,9 +226,7 @@ mod tests {
             let exps: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
             let sum: f64 = exps.iter().sum();
             for d in 0..hs {
-                out[[i, d]] = (0..s)
-                    .map(|j| exps[j] / sum * v[[j, d]] as f64)
-                    .sum::<f64>() as f32;
+                out[[i, d]] = (0..s).map(|j| exps[j] / sum * v[[j, d]] as f64).sum::<f64>() as f32;
             }
         }
         out
@@ -295,15 +235,10 @@ mod tests {
     #[test]
     fn attention_matches_loops_with_padding_and_causal_masks() {
         let (b, nh, t, s, hs) = (2, 3, 4, 6, 5);
-        let q = Array::from_shape_fn((b, nh, t, hs), |(a, h, i, d)| {
-            ((a + 2 * h + 3 * i + 5 * d) % 7) as f32 * 0.3 - 1.0
-        });
-        let k = Array::from_shape_fn((b, nh, s, hs), |(a, h, i, d)| {
-            ((3 * a + h + 2 * i + d) % 5) as f32 * 0.4 - 0.8
-        });
-        let v = Array::from_shape_fn((b, nh, s, hs), |(a, h, i, d)| {
-            ((a + h + i * d) % 9) as f32 * 0.2
-        });
+        let q =
+            Array::from_shape_fn((b, nh, t, hs), |(a, h, i, d)| ((a + 2 * h + 3 * i + 5 * d) % 7) as f32 * 0.3 - 1.0);
+        let k = Array::from_shape_fn((b, nh, s, hs), |(a, h, i, d)| ((3 * a + h + 2 * i + d) % 5) as f32 * 0.4 - 0.8);
+        let v = Array::from_shape_fn((b, nh, s, hs), |(a, h, i, d)| ((a + h + i * d) % 9) as f32 * 0.2);
         let key_mask = array![[1u8, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]];
         for causal in [false, true] {
             let mask = AttentionMask::new(Some(key_mask.view()), b, t, s, causal);
@@ -314,10 +249,7 @@ mod tests {
                     let kh = k.index_axis(Axis(0), a).index_axis_move(Axis(0), h);
                     let vh = v.index_axis(Axis(0), a).index_axis_move(Axis(0), h);
                     let expect = naive_head(qh, kh, vh, mask.bias().index_axis(Axis(0), a));
-                    let got = out
-                        .context
-                        .index_axis(Axis(0), a)
-                        .index_axis_move(Axis(0), h);
+                    let got = out.context.index_axis(Axis(0), a).index_axis_move(Axis(0), h);
                     for (x, y) in got.iter().zip(expect.iter()) {
                         assert_abs_diff_eq!(x, y, epsilon = 1e-5);
                     }
@@ -333,9 +265,7 @@ mod tests {
     fn causal_mask_with_a_cache_sees_the_past() {
         // 2 cached positions + 3 new queries: query i sees keys 0..=2+i
         let mask = AttentionMask::new(None, 1, 3, 5, true);
-        let visible: Vec<Vec<bool>> = (0..3)
-            .map(|i| (0..5).map(|j| mask.bias()[[0, i, j]] == 0.0).collect())
-            .collect();
+        let visible: Vec<Vec<bool>> = (0..3).map(|i| (0..5).map(|j| mask.bias()[[0, i, j]] == 0.0).collect()).collect();
         assert_eq!(
             visible,
             vec![

@@ -43,7 +43,11 @@ impl LayerCache {
     ///
     /// # Panics
     /// If the capacity would be exceeded or the shapes differ from the cache's.
-    pub fn append(&mut self, k_new: ArrayView4<f32>, v_new: ArrayView4<f32>) -> (ArrayView4<'_, f32>, ArrayView4<'_, f32>) {
+    pub fn append(
+        &mut self,
+        k_new: ArrayView4<f32>,
+        v_new: ArrayView4<f32>,
+    ) -> (ArrayView4<'_, f32>, ArrayView4<'_, f32>) {
         let (b, nh, t, hs) = k_new.dim();
         let (cb, cnh, cap, chs) = self.k.dim();
         assert_eq!((b, nh, hs), (cb, cnh, chs), "kv cache holds {:?}, new keys are {:?}", self.k.dim(), k_new.dim());

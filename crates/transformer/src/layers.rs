@@ -89,10 +89,7 @@ impl Embedding {
         let idx: Vec<usize> = ids
             .iter()
             .map(|&id| {
-                assert!(
-                    (id as usize) < rows,
-                    "embedding: id {id} out of range for a table of {rows} rows"
-                );
+                assert!((id as usize) < rows, "embedding: id {id} out of range for a table of {rows} rows");
                 id as usize
             })
             .collect();

@@ -144,7 +144,8 @@ pub fn beam_search(
         };
         let best_running = length_normalised(running_scores[0], hypothetical_len, lp);
         let worst_finished = finished.iter().map(|h| h.score).fold(f32::INFINITY, f32::min);
-        improvable = improvable && finished.iter().any(|h| best_running > if h.finished { worst_finished } else { NEG });
+        improvable =
+            improvable && finished.iter().any(|h| best_running > if h.finished { worst_finished } else { NEG });
         let list_full = finished.iter().all(|h| h.finished) && config.early_stopping == EarlyStopping::Always;
         let all_hit = candidates.iter().all(|(_, _, hits)| *hits);
         if !improvable || list_full || all_hit {

@@ -89,7 +89,9 @@ impl Default for GenerationConfig {
 }
 
 fn as_usize(key: &str, v: &Value) -> Result<usize> {
-    v.as_u64().map(|n| n as usize).with_context(|| format!("generation setting `{key}` must be a non-negative integer, got {v}"))
+    v.as_u64()
+        .map(|n| n as usize)
+        .with_context(|| format!("generation setting `{key}` must be a non-negative integer, got {v}"))
 }
 
 fn as_f32(key: &str, v: &Value) -> Result<f32> {
@@ -119,7 +121,10 @@ impl GenerationConfig {
                 "max_new_tokens" => self.max_new_tokens = if v.is_null() { None } else { Some(as_usize(k, v)?) },
                 "min_length" => self.min_length = as_usize(k, v)?,
                 "min_new_tokens" => self.min_new_tokens = if v.is_null() { None } else { Some(as_usize(k, v)?) },
-                "do_sample" => self.do_sample = v.as_bool().with_context(|| format!("`do_sample` must be true or false, got {v}"))?,
+                "do_sample" => {
+                    self.do_sample =
+                        v.as_bool().with_context(|| format!("`do_sample` must be true or false, got {v}"))?
+                }
                 "temperature" => self.temperature = as_f32(k, v)?,
                 "top_k" => self.top_k = if v.is_null() { 0 } else { as_usize(k, v)? },
                 "top_p" => self.top_p = if v.is_null() { 1.0 } else { as_f32(k, v)? },
@@ -168,7 +173,8 @@ impl GenerationConfig {
         let path = dir.join("generation_config.json");
         if path.is_file() {
             let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            let value: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+            let value: Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
             gen.update(&value)?;
         } else {
             gen.update(config)?;

@@ -193,7 +193,11 @@ pub fn log_softmax(scores: &[f32]) -> Vec<f32> {
 ///
 /// `prompt_len` is the length of the sequence before generation (for
 /// encoder-decoder models, the decoder start), `max_length` the resolved limit.
-pub fn build_processors(config: &GenerationConfig, prompt_len: usize, max_length: usize) -> Vec<Box<dyn LogitsProcessor>> {
+pub fn build_processors(
+    config: &GenerationConfig,
+    prompt_len: usize,
+    max_length: usize,
+) -> Vec<Box<dyn LogitsProcessor>> {
     let mut list: Vec<Box<dyn LogitsProcessor>> = Vec::new();
     let eos = config.eos_token_id.clone();
     if config.repetition_penalty != 1.0 {

@@ -24,10 +24,7 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        Self {
-            truncation: false,
-            batch_size: 8,
-        }
+        Self { truncation: false, batch_size: 8 }
     }
 }
 
@@ -93,30 +90,16 @@ impl TextClassification {
     /// See [`load_classifier`].
     pub fn load(dir: &Path) -> Result<Self> {
         let (model, labels, tokenizer) = load_classifier(dir)?;
-        Ok(Self {
-            model,
-            labels,
-            tokenizer,
-        })
+        Ok(Self { model, labels, tokenizer })
     }
 
     /// Classifies every input; `top_k` as the pipeline's `top_k` argument.
     ///
     /// # Errors
     /// On empty or over-long inputs.
-    pub fn run(
-        &self,
-        inputs: &[String],
-        top_k: Option<usize>,
-        opts: &EncodeOptions,
-    ) -> Result<Vec<Classification>> {
+    pub fn run(&self, inputs: &[String], top_k: Option<usize>, opts: &EncodeOptions) -> Result<Vec<Classification>> {
         let encoder = self.model.encoder();
-        let encoded = encode_all(
-            &self.tokenizer,
-            inputs,
-            opts.truncation,
-            encoder.max_positions(),
-        )?;
+        let encoded = encode_all(&self.tokenizer, inputs, opts.truncation, encoder.max_positions())?;
         let mut results = Vec::with_capacity(inputs.len());
         for chunk in encoded.chunks(opts.batch_size.max(1)) {
             let batch = Batch::pad(chunk, encoder.pad_token_id())?;
@@ -134,16 +117,12 @@ impl TextClassification {
         let mut entries: Vec<LabelScore> = scores
             .iter()
             .zip(&self.labels.labels)
-            .map(|(&s, label)| LabelScore {
-                label: label.clone(),
-                score: s as f64,
-            })
+            .map(|(&s, label)| LabelScore { label: label.clone(), score: s as f64 })
             .collect();
         match top_k {
             None => {
                 // argmax: the first of equal maxima, as numpy's
-                let best =
-                    (0..entries.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
+                let best = (0..entries.len()).fold(0, |b, i| if scores[i] > scores[b] { i } else { b });
                 Classification::Best(entries.swap_remove(best))
             }
             Some(k) => {
@@ -193,12 +172,7 @@ impl FeatureExtraction {
     /// # Errors
     /// On empty or over-long inputs.
     pub fn run(&self, inputs: &[String], opts: &EncodeOptions) -> Result<Vec<Vec<Vec<Vec<f32>>>>> {
-        let encoded = encode_all(
-            &self.tokenizer,
-            inputs,
-            opts.truncation,
-            self.model.max_positions(),
-        )?;
+        let encoded = encode_all(&self.tokenizer, inputs, opts.truncation, self.model.max_positions())?;
         let mut results = Vec::with_capacity(inputs.len());
         for chunk in encoded.chunks(opts.batch_size.max(1)) {
             let batch = Batch::pad(chunk, self.model.pad_token_id())?;

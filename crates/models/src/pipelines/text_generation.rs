@@ -43,7 +43,9 @@ impl TextGeneration {
         let config = read_config(dir)?;
         match config.get("model_type").and_then(Value::as_str) {
             Some("gpt2") => {}
-            Some(other) => bail!("model_type `{other}` is not supported for text generation (supported: {CAUSAL_LM_MODEL_TYPES})"),
+            Some(other) => {
+                bail!("model_type `{other}` is not supported for text generation (supported: {CAUSAL_LM_MODEL_TYPES})")
+            }
             None => bail!("config.json has no `model_type`"),
         }
         let ckpt = Checkpoint::open(dir.join("model.safetensors"))?;
@@ -79,7 +81,13 @@ impl TextGeneration {
     ///
     /// # Errors
     /// On an empty prompt, inconsistent settings, or a length past `n_positions`.
-    pub fn generate(&self, prompt: &str, config: &GenerationConfig, seed: u64, on_token: &mut dyn FnMut(u32)) -> Result<Vec<Generated>> {
+    pub fn generate(
+        &self,
+        prompt: &str,
+        config: &GenerationConfig,
+        seed: u64,
+        on_token: &mut dyn FnMut(u32),
+    ) -> Result<Vec<Generated>> {
         let ids = self.encode_prompt(prompt)?;
         let max_length = config.resolved_max_length(ids.len());
         let limit = self.model.config.n_positions;
