@@ -11,6 +11,7 @@
 //! - [`hub`]: resolving a model id in the local Hugging Face cache.
 
 pub mod auto;
+pub mod bart;
 pub mod bert;
 pub mod config;
 pub mod distilbert;

@@ -1,6 +1,7 @@
 //! The Hugging Face pipeline tasks, on top of the models: tokenize, batch,
 //! run, post-process, exactly as transformers' pipelines do.
 
+pub mod summarization;
 pub mod text_generation;
 
 use std::path::Path;

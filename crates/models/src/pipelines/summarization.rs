@@ -1,0 +1,114 @@
+//! `pipeline("summarization")` on a `BartForConditionalGeneration` checkpoint.
+//!
+//! transformers 5 removed this pipeline; this follows what 4.x's
+//! `SummarizationPipeline` did: prepend `config.prefix`, truncate the source
+//! to the model maximum, take the checkpoint's generation settings with
+//! `task_specific_params["summarization"]` on top, run `generate` (beam
+//! search for distilbart), and decode with special tokens skipped.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::bart::{BartConfig, BartForConditionalGeneration, BartSession};
+use crate::config::{parse, read_config};
+use crate::generation::search::generate;
+use crate::generation::GenerationConfig;
+use crate::tokenizer::TextTokenizer;
+use crate::weights::Checkpoint;
+
+/// The encoder-decoder `model_type`s this engine implements.
+pub const SEQ2SEQ_MODEL_TYPES: &str = "bart";
+
+/// A loaded summarization pipeline.
+pub struct Summarization {
+    pub model: BartForConditionalGeneration,
+    pub tokenizer: TextTokenizer,
+    /// generation_config.json (or config.json's legacy fields), then `task_specific_params["summarization"]`.
+    pub defaults: GenerationConfig,
+    /// `config.prefix`, prepended to every source text (distilbart-cnn-12-6: `" "`).
+    pub prefix: String,
+}
+
+/// One returned summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// Decoder ids as `generate` returns them: decoder start and forced tokens included.
+    pub token_ids: Vec<u32>,
+    /// The ids decoded with special tokens skipped.
+    pub text: String,
+}
+
+impl Summarization {
+    /// Loads a checkpoint directory.
+    ///
+    /// # Errors
+    /// On unreadable files, a `model_type` other than BART's, a missing or
+    /// misshapen tensor, or a tokenizer that does not fit the model.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let config = read_config(dir)?;
+        match config.get("model_type").and_then(Value::as_str) {
+            Some("bart") => {}
+            Some(other) => {
+                bail!("model_type `{other}` is not supported for summarization (supported: {SEQ2SEQ_MODEL_TYPES})")
+            }
+            None => bail!("config.json has no `model_type`"),
+        }
+        let bart_config: BartConfig = parse(&config, "BART")?;
+        let ckpt = Checkpoint::open(dir.join("model.safetensors"))?;
+        let model = BartForConditionalGeneration::load(&ckpt.root(), bart_config)?;
+        let tokenizer = TextTokenizer::from_dir(dir, model.config.max_position_embeddings)?;
+        if tokenizer.vocab_size() > model.config.vocab_size {
+            bail!(
+                "tokenizer.json has {} tokens but the model embeds only {}; the tokenizer does not belong to this checkpoint",
+                tokenizer.vocab_size(),
+                model.config.vocab_size
+            );
+        }
+        let mut defaults = GenerationConfig::from_model_dir(dir, &config)?;
+        if let Some(task) = config.get("task_specific_params").and_then(|t| t.get("summarization")) {
+            defaults.update(task)?;
+        }
+        let prefix = config.get("prefix").and_then(Value::as_str).unwrap_or("").to_string();
+        Ok(Self { model, tokenizer, defaults, prefix })
+    }
+
+    /// The source ids: prefix + text, with special tokens, truncated to the model maximum.
+    ///
+    /// # Errors
+    /// On an empty text, or a source that does not fit the position table even truncated.
+    pub fn encode_source(&self, text: &str) -> Result<Vec<u32>> {
+        if text.trim().is_empty() {
+            bail!("the text to summarize is empty");
+        }
+        let ids = self.tokenizer.encode(&format!("{}{text}", self.prefix), true)?.ids;
+        let limit = self.model.config.max_position_embeddings;
+        if ids.len() > limit {
+            bail!("the source has {} tokens after truncation, more than the model's {limit} positions", ids.len());
+        }
+        Ok(ids)
+    }
+
+    /// Summarizes one text.
+    ///
+    /// # Errors
+    /// On an empty text, inconsistent settings, or a missing decoder start token.
+    pub fn summarize(&self, text: &str, config: &GenerationConfig) -> Result<Vec<Summary>> {
+        let source = self.encode_source(text)?;
+        let start = config
+            .decoder_start_token_id
+            .context("no decoder_start_token_id in generation_config.json or config.json")?;
+        let max_length = config.resolved_max_length(1);
+        let limit = self.model.config.max_position_embeddings;
+        if max_length > limit {
+            bail!("max_length {max_length} exceeds the model's {limit} decoder positions; lower --max-length");
+        }
+        let mut session = BartSession::new(&self.model, &source, max_length);
+        let sequences = generate(&mut session, &[start], config, 0, &mut |_| {})?;
+        sequences
+            .into_iter()
+            .map(|ids| Ok(Summary { text: self.tokenizer.decode(&ids, true)?, token_ids: ids }))
+            .collect()
+    }
+}
