@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use models::hub::resolve_model;
+use models::pipelines::summarization::Summarization;
 use models::pipelines::text_generation::TextGeneration;
 use models::pipelines::{Classification, EncodeOptions, FeatureExtraction, LabelScore, TextClassification};
 
@@ -45,6 +46,95 @@ enum Task {
     },
     /// Continue each prompt with a causal language model (GPT-2).
     TextGeneration(GenerationArgs),
+    /// Summarize each text with an encoder-decoder model (BART, distilbart).
+    Summarization(SummarizationArgs),
+}
+
+/// Flags of `summarization`; any left unset keep the checkpoint's settings.
+#[derive(Args)]
+struct SummarizationArgs {
+    /// A checkpoint directory or a model id in the local Hugging Face cache.
+    #[arg(long, value_name = "DIR | ORG/NAME")]
+    model: String,
+    /// EOS is suppressed while the summary (decoder start included) is shorter than this.
+    #[arg(long)]
+    min_length: Option<usize>,
+    /// Longest summary, decoder start included.
+    #[arg(long)]
+    max_length: Option<usize>,
+    #[arg(long)]
+    num_beams: Option<usize>,
+    #[arg(long)]
+    num_return_sequences: Option<usize>,
+    /// Beam scores are `sum log p / length^X`: X > 0 favours longer summaries.
+    #[arg(long)]
+    length_penalty: Option<f32>,
+    #[arg(long)]
+    no_repeat_ngram_size: Option<usize>,
+    /// When beam search stops: true (num_beams finished), false (heuristic) or never.
+    #[arg(long, value_name = "true|false|never")]
+    early_stopping: Option<String>,
+    /// Print token ids (`summary_token_ids`) instead of text.
+    #[arg(long)]
+    return_tensors: bool,
+    /// The texts; with none, one text per line is read from stdin.
+    inputs: Vec<String>,
+}
+
+impl SummarizationArgs {
+    /// The flags that were given, as generation settings (HF names).
+    fn overrides(&self) -> Result<Value> {
+        let mut map = serde_json::Map::new();
+        let mut set = |key: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                map.insert(key.to_string(), v);
+            }
+        };
+        set("min_length", self.min_length.map(Value::from));
+        set("max_length", self.max_length.map(Value::from));
+        set("num_beams", self.num_beams.map(Value::from));
+        set("num_return_sequences", self.num_return_sequences.map(Value::from));
+        set("length_penalty", self.length_penalty.map(Value::from));
+        set("no_repeat_ngram_size", self.no_repeat_ngram_size.map(Value::from));
+        let early = match self.early_stopping.as_deref() {
+            None => None,
+            Some("true") => Some(Value::Bool(true)),
+            Some("false") => Some(Value::Bool(false)),
+            Some("never") => Some(Value::from("never")),
+            Some(other) => anyhow::bail!("--early-stopping takes true, false or never, not `{other}`"),
+        };
+        set("early_stopping", early);
+        Ok(Value::Object(map))
+    }
+}
+
+fn summarization(args: SummarizationArgs) -> Result<Value> {
+    let dir = resolve_model(&args.model)?;
+    let texts = if args.inputs.is_empty() { stdin_lines()? } else { args.inputs.clone() };
+    if texts.is_empty() {
+        anyhow::bail!("no input given: pass texts as arguments or one per line on stdin");
+    }
+    let overrides = args.overrides()?;
+    let pipe = Summarization::load(&dir)?;
+    let mut config = pipe.defaults.clone();
+    config.update(&overrides)?;
+    let mut results = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        let summaries = pipe.summarize(text, &config).with_context(|| format!("input {}", i + 1))?;
+        results.push(Value::Array(
+            summaries
+                .into_iter()
+                .map(|s| {
+                    if args.return_tensors {
+                        json!({"summary_token_ids": s.token_ids})
+                    } else {
+                        json!({"summary_text": s.text})
+                    }
+                })
+                .collect(),
+        ));
+    }
+    Ok(Value::Array(results))
 }
 
 /// Flags of `text-generation`; any left unset keep the checkpoint's settings
@@ -256,6 +346,7 @@ fn run(cli: Cli) -> Result<Option<Value>> {
             serde_json::to_value(pipe.run(&texts, &common.options())?)?
         }
         Task::TextGeneration(args) => return text_generation(args),
+        Task::Summarization(args) => summarization(args)?,
     }))
 }
 

@@ -390,3 +390,62 @@ fn generation_errors_are_one_line() {
         &["num_return_sequences (3) cannot exceed num_beams (2)"],
     );
 }
+
+#[test]
+fn summarization_matches_transformers() {
+    for name in ["bart-tiny", "bart-legacy-tiny"] {
+        let dir = fixture(name);
+        let reference = Reference::load(&dir);
+        let inputs = reference.inputs();
+        for case in reference.cases() {
+            let source = match case["source"].as_str().unwrap() {
+                "news" => &inputs[0].0,
+                "accents" => &inputs[1].0,
+                "too_long" => &inputs[2].0,
+                other => panic!("unknown source {other}"),
+            };
+            let mut args = vec!["summarization", "--model", dir.to_str().unwrap()];
+            args.extend(case["cli_args"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()));
+            args.extend(["--", source.as_str()]);
+            let text = stdout_json(&pipeline(&args));
+            let want_text: Vec<Value> = case["summary_text"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| serde_json::json!({"summary_text": t}))
+                .collect();
+            assert_eq!(text, Value::Array(vec![Value::Array(want_text)]), "{name} case {}", case["name"]);
+
+            args.insert(3, "--return-tensors");
+            let ids = stdout_json(&pipeline(&args));
+            let want_ids: Vec<Value> = case["output_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|seq| serde_json::json!({"summary_token_ids": seq}))
+                .collect();
+            assert_eq!(ids, Value::Array(vec![Value::Array(want_ids)]), "{name} case {} ids", case["name"]);
+        }
+    }
+}
+
+#[test]
+fn summarization_errors_are_one_line() {
+    let bart = fixture("bart-tiny");
+    assert_fails(
+        &["summarization", "--model", fixture("gpt2-tiny").to_str().unwrap(), "Hello"],
+        &["model_type `gpt2` is not supported for summarization (supported: bart)"],
+    );
+    assert_fails(
+        &["summarization", "--model", bart.to_str().unwrap(), "--early-stopping", "sometimes", "Hello"],
+        &["--early-stopping takes true, false or never"],
+    );
+    assert_fails(
+        &["summarization", "--model", bart.to_str().unwrap(), " "],
+        &["input 1", "the text to summarize is empty"],
+    );
+    assert_fails(
+        &["summarization", "--model", bart.to_str().unwrap(), "--max-length", "500", "Hello"],
+        &["max_length 500 exceeds the model's 64 decoder positions"],
+    );
+}

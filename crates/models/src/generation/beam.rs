@@ -192,4 +192,91 @@ mod tests {
         assert!(length_normalised(-6.0, 3, 2.0) > length_normalised(-4.0, 2, 2.0));
         assert!(length_normalised(-6.0, 3, 0.0) < length_normalised(-4.0, 2, 0.0));
     }
+
+    /// A toy model: every step, from any history, p(EOS) = 0.5, p(a) = 0.3, p(b) = 0.2.
+    struct Toy {
+        steps: usize,
+    }
+
+    const EOS: u32 = 0;
+
+    impl Decoder for Toy {
+        fn step(&mut self, tokens: ndarray::ArrayView2<u32>) -> Array2<f32> {
+            self.steps += 1;
+            let row = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
+            Array2::from_shape_fn((tokens.nrows(), 3), |(_, j)| row[j])
+        }
+
+        fn reorder(&mut self, _order: &[usize]) {}
+    }
+
+    fn run(
+        early_stopping: EarlyStopping,
+        length_penalty: f32,
+        processors: &[Box<dyn LogitsProcessor>],
+    ) -> (Vec<Vec<u32>>, usize) {
+        let config = GenerationConfig {
+            num_beams: 2,
+            num_return_sequences: 2,
+            eos_token_id: vec![EOS],
+            pad_token_id: Some(9),
+            early_stopping,
+            length_penalty,
+            ..GenerationConfig::default()
+        };
+        let mut toy = Toy { steps: 0 };
+        let out = beam_search(&mut toy, &[7], &config, 10, processors).unwrap();
+        (out, toy.steps)
+    }
+
+    #[test]
+    fn early_stopping_true_stops_once_num_beams_hypotheses_are_finished() {
+        // step 1 finishes [EOS] (-0.69); step 2 finishes [a EOS] (-1.90 / 2) and [b EOS]:
+        // two finished hypotheses for two beams, so the search stops after 2 steps.
+        let (out, steps) = run(EarlyStopping::Always, 1.0, &[]);
+        assert_eq!(steps, 2);
+        assert_eq!(out, vec![vec![7, EOS, 9], vec![7, 1, EOS]]);
+    }
+
+    #[test]
+    fn early_stopping_false_stops_when_the_current_length_cannot_improve() {
+        // after step 2 the best running beam, [a a] at -2.41 / 2, cannot beat -0.95
+        let (out, steps) = run(EarlyStopping::Heuristic, 1.0, &[]);
+        assert_eq!((out, steps), run(EarlyStopping::Always, 1.0, &[]));
+    }
+
+    #[test]
+    fn early_stopping_never_looks_ahead_to_max_length() {
+        // "never" with a positive length penalty divides the best running score
+        // by the longest possible length, so it keeps searching much longer,
+        // without finding a better hypothesis here.
+        let (out, steps) = run(EarlyStopping::Never, 1.0, &[]);
+        assert!(steps > 4, "ran {steps} steps");
+        assert_eq!(out, run(EarlyStopping::Always, 1.0, &[]).0);
+    }
+
+    #[test]
+    fn length_penalty_decides_between_short_and_long_hypotheses() {
+        // with no length normalisation the one-token [EOS] wins; with a strong
+        // penalty exponent longer hypotheses win
+        let (short, _) = run(EarlyStopping::Never, 0.0, &[]);
+        assert_eq!(short[0], vec![7, EOS, 9]);
+        let (long, _) = run(EarlyStopping::Never, 3.0, &[]);
+        let generated = |seq: &Vec<u32>| seq.iter().skip(1).take_while(|&&t| t != 9).count();
+        assert!(generated(&long[0]) > 3, "{long:?}");
+    }
+
+    #[test]
+    fn ngram_blocking_applies_to_each_beams_own_history() {
+        use crate::generation::logits::NoRepeatNGram;
+        // no bigram may repeat: a beam that has said "a a" may not say "a" after "a" again
+        let processors: Vec<Box<dyn LogitsProcessor>> = vec![Box::new(NoRepeatNGram(2))];
+        let (out, _) = run(EarlyStopping::Never, 3.0, &processors);
+        for seq in &out {
+            let mut seen = std::collections::HashSet::new();
+            for pair in seq.windows(2).filter(|p| !p.contains(&9)) {
+                assert!(seen.insert(pair.to_vec()), "bigram {pair:?} repeated in {seq:?}");
+            }
+        }
+    }
 }
