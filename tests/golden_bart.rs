@@ -88,7 +88,7 @@ fn legacy_settings_resolve_like_distilbart_cnn() {
     assert_eq!(d.forced_eos_token_id, Some(2));
     assert_eq!(d.decoder_start_token_id, Some(2));
     // task_specific_params["summarization"] on top of the top-level fields
-    assert_eq!((d.num_beams, d.min_length, d.max_length, d.no_repeat_ngram_size), (4, 12, 36, 3));
+    assert_eq!((d.num_beams, d.min_length, d.max_length, d.no_repeat_ngram_size), (4, 12, Some(36), 3));
     assert_eq!(d.length_penalty, 2.0);
     assert_eq!(d.early_stopping, models::generation::EarlyStopping::Always);
 }

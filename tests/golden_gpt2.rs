@@ -113,11 +113,13 @@ fn the_original_checkpoint_layout_generates_identically() {
 fn generation_defaults_are_resolved_as_transformers_does() {
     // generation_config.json: transformers' defaults plus its token ids
     let tiny = TextGeneration::load(&fixture("gpt2-tiny")).unwrap().defaults;
-    assert_eq!((tiny.do_sample, tiny.max_length, tiny.top_k, tiny.num_beams), (false, 20, 50, 1));
+    assert_eq!((tiny.do_sample, tiny.max_length, tiny.top_k, tiny.num_beams), (false, None, 50, 1));
+    // nothing set: 20 new tokens, capped at the position limit
+    assert_eq!((tiny.resolved_max_length(7, 64), tiny.resolved_max_length(50, 64)), (27, 64));
     assert_eq!(tiny.eos_token_id, vec![50256]);
     // no generation_config.json: config.json, then task_specific_params["text-generation"]
     let legacy = TextGeneration::load(&fixture("gpt2-legacy-tiny")).unwrap().defaults;
-    assert_eq!((legacy.do_sample, legacy.max_length, legacy.top_k), (true, 50, 50));
+    assert_eq!((legacy.do_sample, legacy.max_length, legacy.top_k), (true, Some(50), 50));
 }
 
 #[test]

@@ -21,8 +21,10 @@ pub enum EarlyStopping {
 /// with transformers' defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerationConfig {
-    /// 20; total length, prompt included (decoder-only) or decoder length (encoder-decoder)
-    pub max_length: usize,
+    /// Total length, prompt included (decoder-only) or decoder start included
+    /// (encoder-decoder). `None` (nothing set anywhere) means 20 new tokens,
+    /// capped at the model's position limit, as transformers resolves it.
+    pub max_length: Option<usize>,
     /// overrides `max_length` as prompt length + this
     pub max_new_tokens: Option<usize>,
     /// 0; EOS is suppressed while the sequence is shorter
@@ -64,7 +66,7 @@ pub struct GenerationConfig {
 impl Default for GenerationConfig {
     fn default() -> Self {
         Self {
-            max_length: 20,
+            max_length: None,
             max_new_tokens: None,
             min_length: 0,
             min_new_tokens: None,
@@ -117,7 +119,7 @@ impl GenerationConfig {
         for (key, v) in map {
             let k = key.as_str();
             match k {
-                "max_length" => self.max_length = as_usize(k, v)?,
+                "max_length" => self.max_length = if v.is_null() { None } else { Some(as_usize(k, v)?) },
                 "max_new_tokens" => self.max_new_tokens = if v.is_null() { None } else { Some(as_usize(k, v)?) },
                 "min_length" => self.min_length = as_usize(k, v)?,
                 "min_new_tokens" => self.min_new_tokens = if v.is_null() { None } else { Some(as_usize(k, v)?) },
@@ -185,9 +187,16 @@ impl GenerationConfig {
         Ok(gen)
     }
 
-    /// The absolute length limit for a prompt of `prompt_len` tokens.
-    pub fn resolved_max_length(&self, prompt_len: usize) -> usize {
-        self.max_new_tokens.map_or(self.max_length, |n| prompt_len + n)
+    /// The absolute length limit for a prompt of `prompt_len` tokens (for
+    /// encoder-decoder models, the decoder start): `prompt_len + max_new_tokens`
+    /// if set; else `max_length` if set; else `prompt_len + 20`, capped at
+    /// `max_positions` (transformers' model-agnostic default).
+    pub fn resolved_max_length(&self, prompt_len: usize, max_positions: usize) -> usize {
+        match (self.max_new_tokens, self.max_length) {
+            (Some(n), _) => prompt_len + n,
+            (None, Some(m)) => m,
+            (None, None) => (prompt_len + 20).min(max_positions),
+        }
     }
 
     /// Checks the settings make sense together.

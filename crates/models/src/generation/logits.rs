@@ -160,11 +160,14 @@ impl LogitsProcessor for TopP {
         order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
         let probs = softmax(&order.iter().map(|&i| scores[i]).collect::<Vec<_>>());
         let keep_from = scores.len().saturating_sub(self.min_tokens_to_keep);
-        let mut cumulative = 0.0f32;
+        // PyTorch's cumsum accumulates in f64 and rounds each partial sum to f32;
+        // `1 - top_p` is a Python float rounded to f32 for the comparison.
+        let threshold = (1.0 - self.top_p as f64) as f32;
+        let mut cumulative = 0.0f64;
         let mut remove = Vec::new();
         for (rank, &i) in order.iter().enumerate() {
-            cumulative += probs[rank];
-            if cumulative <= 1.0 - self.top_p && rank < keep_from {
+            cumulative += probs[rank] as f64;
+            if (cumulative as f32) <= threshold && rank < keep_from {
                 remove.push(i);
             }
         }

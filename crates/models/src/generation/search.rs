@@ -17,12 +17,17 @@ use super::Decoder;
 /// chosen (for streaming; beam search, which cannot know row 0's fate in
 /// advance, calls it at the end).
 ///
+/// `max_length` is the resolved length limit
+/// ([`GenerationConfig::resolved_max_length`]).
+///
 /// # Errors
-/// If the settings are inconsistent, or the prompt is empty.
+/// If the settings are inconsistent, the prompt is empty, or the prompt
+/// already reaches `max_length` (transformers refuses that too).
 pub fn generate(
     decoder: &mut dyn Decoder,
     prompt: &[u32],
     config: &GenerationConfig,
+    max_length: usize,
     seed: u64,
     on_token: &mut dyn FnMut(u32),
 ) -> Result<Vec<Vec<u32>>> {
@@ -30,7 +35,12 @@ pub fn generate(
     if prompt.is_empty() {
         bail!("the prompt is empty: generation needs at least one token to start from");
     }
-    let max_length = config.resolved_max_length(prompt.len());
+    if prompt.len() >= max_length {
+        bail!(
+            "the input is {} tokens long but the length limit is {max_length}; raise max_length or use max_new_tokens",
+            prompt.len()
+        );
+    }
     let processors = build_processors(config, prompt.len(), max_length);
     if config.num_beams > 1 {
         let out = beam_search(decoder, prompt, config, max_length, &processors)?;

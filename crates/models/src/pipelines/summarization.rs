@@ -99,13 +99,13 @@ impl Summarization {
         let start = config
             .decoder_start_token_id
             .context("no decoder_start_token_id in generation_config.json or config.json")?;
-        let max_length = config.resolved_max_length(1);
+        let max_length = config.resolved_max_length(1, self.model.config.max_position_embeddings);
         let limit = self.model.config.max_position_embeddings;
         if max_length > limit {
             bail!("max_length {max_length} exceeds the model's {limit} decoder positions; lower --max-length");
         }
         let mut session = BartSession::new(&self.model, &source, max_length);
-        let sequences = generate(&mut session, &[start], config, 0, &mut |_| {})?;
+        let sequences = generate(&mut session, &[start], config, max_length, 0, &mut |_| {})?;
         sequences
             .into_iter()
             .map(|ids| Ok(Summary { text: self.tokenizer.decode(&ids, true)?, token_ids: ids }))

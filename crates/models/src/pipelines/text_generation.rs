@@ -89,7 +89,7 @@ impl TextGeneration {
         on_token: &mut dyn FnMut(u32),
     ) -> Result<Vec<Generated>> {
         let ids = self.encode_prompt(prompt)?;
-        let max_length = config.resolved_max_length(ids.len());
+        let max_length = config.resolved_max_length(ids.len(), self.model.config.n_positions);
         let limit = self.model.config.n_positions;
         if max_length > limit {
             bail!(
@@ -103,7 +103,7 @@ impl TextGeneration {
             config.pad_token_id = config.eos_token_id.first().copied();
         }
         let mut session = Gpt2Session::new(&self.model, max_length);
-        let sequences = generate(&mut session, &ids, &config, seed, on_token)?;
+        let sequences = generate(&mut session, &ids, &config, max_length, seed, on_token)?;
         sequences
             .into_iter()
             .map(|seq| {
