@@ -20,6 +20,7 @@ use models::hub::resolve_model;
 use models::pipelines::summarization::Summarization;
 use models::pipelines::text_generation::TextGeneration;
 use models::pipelines::{Classification, EncodeOptions, FeatureExtraction, LabelScore, TextClassification};
+use models::study::Study;
 
 #[derive(Parser)]
 #[command(name = "pipeline", version, about = "Hugging Face pipelines in pure Rust, on local checkpoints")]
@@ -77,6 +78,8 @@ struct SummarizationArgs {
     /// Print token ids (`summary_token_ids`) instead of text.
     #[arg(long)]
     return_tensors: bool,
+    #[command(flatten)]
+    study: StudyArgs,
     /// The texts; with none, one text per line is read from stdin.
     inputs: Vec<String>,
 }
@@ -116,6 +119,10 @@ fn summarization(args: SummarizationArgs) -> Result<Value> {
     }
     let overrides = args.overrides()?;
     let pipe = Summarization::load(&dir)?;
+    args.study.write(|| match texts.as_slice() {
+        [text] => pipe.study(text, None),
+        _ => anyhow::bail!("--dump takes exactly one text"),
+    })?;
     let mut config = pipe.defaults.clone();
     config.update(&overrides)?;
     let mut results = Vec::with_capacity(texts.len());
@@ -189,6 +196,8 @@ struct GenerationArgs {
     /// Print the text as it is produced instead of the final JSON.
     #[arg(long)]
     stream: bool,
+    #[command(flatten)]
+    study: StudyArgs,
     /// The prompts; with none, one prompt per line is read from stdin.
     inputs: Vec<String>,
 }
@@ -253,6 +262,10 @@ fn text_generation(args: GenerationArgs) -> Result<Option<Value>> {
         anyhow::bail!("no input given: pass prompts as arguments or one per line on stdin");
     }
     let pipe = TextGeneration::load(&dir)?;
+    args.study.write(|| match prompts.as_slice() {
+        [prompt] => pipe.study(prompt),
+        _ => anyhow::bail!("--dump takes exactly one prompt"),
+    })?;
     let mut config = pipe.defaults.clone();
     config.update(&args.overrides())?;
     let seed = args.seed.unwrap_or_else(|| {
@@ -289,6 +302,36 @@ fn text_generation(args: GenerationArgs) -> Result<Option<Value>> {
     Ok((!args.stream).then_some(Value::Array(results)))
 }
 
+/// Flags shared by every task for studying a forward pass.
+#[derive(Args)]
+struct StudyArgs {
+    /// Write the attention probabilities of every layer to the --dump file.
+    #[arg(long)]
+    output_attentions: bool,
+    /// Write the hidden states of every layer (embedding output first) to the --dump file.
+    #[arg(long)]
+    output_hidden_states: bool,
+    /// A safetensors file for the tensors, named and shaped as transformers
+    /// returns them (both kinds when neither flag is given); token strings go in its metadata.
+    #[arg(long, value_name = "FILE.safetensors")]
+    dump: Option<std::path::PathBuf>,
+}
+
+impl StudyArgs {
+    /// Writes the study produced by `make` when --dump was given.
+    fn write(&self, make: impl FnOnce() -> Result<Study>) -> Result<()> {
+        let Some(path) = &self.dump else {
+            if self.output_attentions || self.output_hidden_states {
+                anyhow::bail!("--output-attentions and --output-hidden-states need --dump FILE.safetensors");
+            }
+            return Ok(());
+        };
+        let both = !self.output_attentions && !self.output_hidden_states;
+        let study = make()?.select(both || self.output_attentions, both || self.output_hidden_states);
+        study.write(path)
+    }
+}
+
 #[derive(Args)]
 struct EncoderArgs {
     /// A checkpoint directory (config.json, model.safetensors, tokenizer.json) or a model id in the local Hugging Face cache.
@@ -300,6 +343,8 @@ struct EncoderArgs {
     /// Inputs per padded forward pass.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     batch_size: u64,
+    #[command(flatten)]
+    study: StudyArgs,
     /// The texts; with none, one text per line is read from stdin.
     inputs: Vec<String>,
 }
@@ -328,6 +373,7 @@ fn run(cli: Cli) -> Result<Option<Value>> {
             let dir = resolve_model(&common.model)?;
             let texts = common.texts()?;
             let pipe = TextClassification::load(&dir)?;
+            common.study.write(|| pipe.study(&texts, &common.options()))?;
             let results = pipe.run(&texts, top_k, &common.options())?;
             Value::Array(
                 results
@@ -343,6 +389,7 @@ fn run(cli: Cli) -> Result<Option<Value>> {
             let dir = resolve_model(&common.model)?;
             let texts = common.texts()?;
             let pipe = FeatureExtraction::load(&dir)?;
+            common.study.write(|| pipe.study(&texts, &common.options()))?;
             serde_json::to_value(pipe.run(&texts, &common.options())?)?
         }
         Task::TextGeneration(args) => return text_generation(args),

@@ -20,5 +20,6 @@ pub mod generation;
 pub mod gpt2;
 pub mod hub;
 pub mod pipelines;
+pub mod study;
 pub mod tokenizer;
 pub mod weights;

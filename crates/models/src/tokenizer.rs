@@ -57,6 +57,11 @@ impl TextTokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// The string of a token id, as the vocabulary spells it (`Ġthe`, `##ing`).
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     /// Tokenizes one text with special tokens; with `truncation`, cuts it to
     /// `model_max_length` as `truncation=True` (longest-first, from the right) does.
     ///

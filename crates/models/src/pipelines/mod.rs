@@ -11,7 +11,9 @@ use ndarray::{s, ArrayView1};
 
 use crate::auto::{load_classifier, load_encoder};
 use crate::config::{ClassifierLabels, ScoreFunction};
+use crate::encoder::EncoderOutput;
 use crate::encoder::{Encoder, SequenceClassifier};
+use crate::study::{token_strings, Study};
 use crate::tokenizer::{Batch, Encoded, TextTokenizer};
 
 /// Options shared by the encoder tasks.
@@ -58,6 +60,27 @@ fn encode_all(
             Ok(enc)
         })
         .collect()
+}
+
+/// Runs every input as one padded batch and records what transformers'
+/// `output_attentions=True, output_hidden_states=True` returns:
+/// `attentions.{layer}` `(B, nh, T, T)` and `hidden_states.{i}` `(B, T, C)`.
+fn encoder_study(
+    tokenizer: &TextTokenizer,
+    encoder: &dyn Encoder,
+    inputs: &[String],
+    opts: &EncodeOptions,
+    forward: impl Fn(&Batch) -> EncoderOutput,
+) -> Result<Study> {
+    let encoded = encode_all(tokenizer, inputs, opts.truncation, encoder.max_positions())?;
+    let batch = Batch::pad(&encoded, encoder.pad_token_id())?;
+    let out = forward(&batch);
+    let mut study = Study::default();
+    study.push_all("attentions", &out.attentions);
+    study.push_all("hidden_states", &out.hidden_states);
+    let tokens: Vec<Vec<String>> = encoded.iter().map(|e| token_strings(tokenizer, &e.ids)).collect();
+    study.metadata.insert("tokens".into(), serde_json::to_string(&tokens)?);
+    Ok(study)
 }
 
 /// One `{"label", "score"}` entry.
@@ -110,6 +133,14 @@ impl TextClassification {
             }
         }
         Ok(results)
+    }
+
+    /// Attentions and hidden states of all inputs as one padded batch.
+    ///
+    /// # Errors
+    /// On empty or over-long inputs.
+    pub fn study(&self, inputs: &[String], opts: &EncodeOptions) -> Result<Study> {
+        encoder_study(&self.tokenizer, self.model.encoder(), inputs, opts, |b| self.model.classify(b).1)
     }
 
     /// Scores and labels for one row of logits, as `TextClassificationPipeline.postprocess`.
@@ -165,6 +196,14 @@ impl FeatureExtraction {
     pub fn load(dir: &Path) -> Result<Self> {
         let (model, tokenizer) = load_encoder(dir)?;
         Ok(Self { model, tokenizer })
+    }
+
+    /// Attentions and hidden states of all inputs as one padded batch.
+    ///
+    /// # Errors
+    /// On empty or over-long inputs.
+    pub fn study(&self, inputs: &[String], opts: &EncodeOptions) -> Result<Study> {
+        encoder_study(&self.tokenizer, self.model.as_ref(), inputs, opts, |b| self.model.forward(b))
     }
 
     /// The last hidden state of every input, `[1][tokens][hidden]` each,

@@ -15,6 +15,7 @@ use crate::bart::{BartConfig, BartForConditionalGeneration, BartSession};
 use crate::config::{parse, read_config};
 use crate::generation::search::generate;
 use crate::generation::GenerationConfig;
+use crate::study::{token_strings, Study};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Checkpoint;
 
@@ -88,6 +89,38 @@ impl Summarization {
             bail!("the source has {} tokens after truncation, more than the model's {limit} positions", ids.len());
         }
         Ok(ids)
+    }
+
+    /// The encoder pass over the source and a teacher-forced decoder pass
+    /// over `decoder_ids` (by default just the decoder start token, as
+    /// `model(input_ids, decoder_input_ids=[[start]])`): `encoder_attentions.*`,
+    /// `encoder_hidden_states.*`, `decoder_attentions.*`, `cross_attentions.*`
+    /// `(1, nh, T, S)`, `decoder_hidden_states.*`.
+    ///
+    /// # Errors
+    /// On an empty text or a missing decoder start token.
+    pub fn study(&self, text: &str, decoder_ids: Option<&[u32]>) -> Result<Study> {
+        let source = self.encode_source(text)?;
+        let start =
+            self.defaults.decoder_start_token_id.context("no decoder_start_token_id in the checkpoint's settings")?;
+        let decoder_ids = decoder_ids.map_or_else(|| vec![start], <[u32]>::to_vec);
+        let src = ndarray::Array2::from_shape_vec((1, source.len()), source.clone()).expect("one row");
+        let mask = ndarray::Array2::<u8>::ones((1, source.len()));
+        let encoded = self.model.encode(src.view(), mask.view());
+        let mut cache = self.model.new_cache(encoded.last_hidden_state(), decoder_ids.len());
+        let dec = ndarray::Array2::from_shape_vec((1, decoder_ids.len()), decoder_ids.clone()).expect("one row");
+        let out = self.model.decode(dec.view(), mask.view(), &mut cache, false);
+        let mut study = Study::default();
+        study.push_all("encoder_attentions", &encoded.attentions);
+        study.push_all("encoder_hidden_states", &encoded.hidden_states);
+        study.push_all("decoder_attentions", &out.self_attentions);
+        study.push_all("cross_attentions", &out.cross_attentions);
+        study.push_all("decoder_hidden_states", &out.hidden_states);
+        study.metadata.insert("tokens".into(), serde_json::to_string(&[token_strings(&self.tokenizer, &source)])?);
+        study
+            .metadata
+            .insert("decoder_tokens".into(), serde_json::to_string(&[token_strings(&self.tokenizer, &decoder_ids)])?);
+        Ok(study)
     }
 
     /// Summarizes one text.

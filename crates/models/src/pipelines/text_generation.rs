@@ -9,6 +9,7 @@ use crate::config::{parse, read_config};
 use crate::generation::search::generate;
 use crate::generation::GenerationConfig;
 use crate::gpt2::{Gpt2LmHeadModel, Gpt2Session};
+use crate::study::{token_strings, Study};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Checkpoint;
 
@@ -74,6 +75,30 @@ impl TextGeneration {
             bail!("the prompt is empty");
         }
         Ok(self.tokenizer.encode(prompt, false)?.ids)
+    }
+
+    /// The prompt's forward pass: `attentions.{layer}` `(1, nh, T, T)` (the
+    /// causal triangle) and `hidden_states.{i}` `(1, T, C)`, the last after `ln_f`.
+    ///
+    /// # Errors
+    /// On an empty prompt or one longer than `n_positions`.
+    pub fn study(&self, prompt: &str) -> Result<Study> {
+        let ids = self.encode_prompt(prompt)?;
+        if ids.len() > self.model.config.n_positions {
+            bail!(
+                "the prompt has {} tokens, more than the model's {} positions",
+                ids.len(),
+                self.model.config.n_positions
+            );
+        }
+        let batch = ndarray::Array2::from_shape_vec((1, ids.len()), ids.clone()).expect("one row");
+        let mut cache = self.model.new_cache(1, ids.len());
+        let out = self.model.forward(batch.view(), &mut cache, false);
+        let mut study = Study::default();
+        study.push_all("attentions", &out.attentions);
+        study.push_all("hidden_states", &out.hidden_states);
+        study.metadata.insert("tokens".into(), serde_json::to_string(&[token_strings(&self.tokenizer, &ids)])?);
+        Ok(study)
     }
 
     /// Generates from one prompt. `on_token` sees each new token of the first
