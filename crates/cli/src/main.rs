@@ -7,6 +7,7 @@
 //! Python pipeline returns for that input. Errors are one line on stderr and
 //! a non-zero exit.
 
+mod heatmap;
 mod pyjson;
 
 use std::io::{BufRead, Write};
@@ -49,6 +50,118 @@ enum Task {
     TextGeneration(GenerationArgs),
     /// Summarize each text with an encoder-decoder model (BART, distilbart).
     Summarization(SummarizationArgs),
+    /// Draw attention heatmaps (tokens on both axes) for one text.
+    Attention(AttentionArgs),
+}
+
+#[derive(Args)]
+struct AttentionArgs {
+    /// A checkpoint directory or a model id in the local Hugging Face cache.
+    #[arg(long, value_name = "DIR | ORG/NAME")]
+    model: String,
+    /// One layer (0-based); without it, one row of panels per layer.
+    #[arg(long)]
+    layer: Option<usize>,
+    /// One head (0-based); without it, every head of the layer.
+    #[arg(long)]
+    head: Option<usize>,
+    /// `self`, or `cross` for BART: summary tokens (queries) attending to source tokens (keys).
+    #[arg(long, default_value = "self", value_parser = ["self", "cross"])]
+    kind: String,
+    /// The picture to write: FILE.svg or FILE.png.
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
+    out: std::path::PathBuf,
+    /// The text (for cross-attention, the source; the summary is generated with the checkpoint's settings).
+    text: String,
+}
+
+/// The attention maps of one input: `(layers of (1, nh, T, S), query tokens, key tokens)`.
+fn attention_maps(
+    args: &AttentionArgs,
+    dir: &std::path::Path,
+) -> Result<(Vec<ndarray::ArrayD<f32>>, Vec<String>, Vec<String>)> {
+    let config = models::config::read_config(dir)?;
+    let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let first_tokens = |study: &Study, key: &str| -> Result<Vec<String>> {
+        let all: Vec<Vec<String>> = serde_json::from_str(&study.metadata[key])?;
+        Ok(all.into_iter().next().unwrap_or_default())
+    };
+    let collect = |study: &Study, field: &str| -> Vec<ndarray::ArrayD<f32>> {
+        (0..).map_while(|l| study.get(&format!("{field}.{l}")).cloned()).collect()
+    };
+    if args.kind == "cross" && model_type != "bart" {
+        anyhow::bail!("--kind cross needs an encoder-decoder model (bart); this is a `{model_type}` model");
+    }
+    let texts = vec![args.text.clone()];
+    match model_type {
+        "gpt2" => {
+            let study = TextGeneration::load(dir)?.study(&args.text)?;
+            let tokens = first_tokens(&study, "tokens")?;
+            Ok((collect(&study, "attentions"), tokens.clone(), tokens))
+        }
+        "bart" => {
+            let pipe = Summarization::load(dir)?;
+            if args.kind == "cross" {
+                let summary = pipe.summarize(&args.text, &pipe.defaults)?.remove(0);
+                let study = pipe.study(&args.text, Some(&summary.token_ids))?;
+                Ok((
+                    collect(&study, "cross_attentions"),
+                    first_tokens(&study, "decoder_tokens")?,
+                    first_tokens(&study, "tokens")?,
+                ))
+            } else {
+                let study = pipe.study(&args.text, None)?;
+                let tokens = first_tokens(&study, "tokens")?;
+                Ok((collect(&study, "encoder_attentions"), tokens.clone(), tokens))
+            }
+        }
+        _ => {
+            let study = FeatureExtraction::load(dir)?.study(&texts, &EncodeOptions::default())?;
+            let tokens = first_tokens(&study, "tokens")?;
+            Ok((collect(&study, "attentions"), tokens.clone(), tokens))
+        }
+    }
+}
+
+fn attention(args: AttentionArgs) -> Result<Value> {
+    let dir = resolve_model(&args.model)?;
+    let (maps, query_tokens, key_tokens) = attention_maps(&args, &dir)?;
+    let n_layers = maps.len();
+    let n_heads = maps.first().map_or(0, |m| m.shape()[1]);
+    if let Some(l) = args.layer.filter(|&l| l >= n_layers) {
+        anyhow::bail!("--layer {l} is out of range: the model has {n_layers} layers (0..{})", n_layers - 1);
+    }
+    if let Some(h) = args.head.filter(|&h| h >= n_heads) {
+        anyhow::bail!("--head {h} is out of range: the model has {n_heads} heads (0..{})", n_heads - 1);
+    }
+    let layers: Vec<usize> = args.layer.map_or_else(|| (0..n_layers).collect(), |l| vec![l]);
+    let heads: Vec<usize> = args.head.map_or_else(|| (0..n_heads).collect(), |h| vec![h]);
+    let rows: Vec<Vec<heatmap::Panel>> = layers
+        .iter()
+        .map(|&l| {
+            heads
+                .iter()
+                .map(|&h| heatmap::Panel {
+                    // (1, nh, T, S) -> (T, S)
+                    probs: maps[l].slice(ndarray::s![0, h, .., ..]).into_dimensionality().expect("rank 2"),
+                    caption: format!("layer {l} head {h}"),
+                })
+                .collect()
+        })
+        .collect();
+    let name = dir.file_name().map_or_else(|| args.model.clone(), |n| n.to_string_lossy().into_owned());
+    let what = match (args.layer, args.head) {
+        (Some(l), Some(h)) => format!("layer {l}, head {h}"),
+        (Some(l), None) => format!("layer {l}, all heads"),
+        (None, Some(h)) => format!("all layers, head {h}"),
+        (None, None) => "all layers and heads".to_string(),
+    };
+    let title = format!("{name}: {} attention, {what}", args.kind);
+    let fig = heatmap::Figure { title, query_tokens, key_tokens, rows };
+    let (width, height) = heatmap::render(&fig, &args.out)?;
+    Ok(
+        json!({"out": args.out.display().to_string(), "width": width, "height": height, "layers": layers, "heads": heads}),
+    )
 }
 
 /// Flags of `summarization`; any left unset keep the checkpoint's settings.
@@ -394,6 +507,7 @@ fn run(cli: Cli) -> Result<Option<Value>> {
         }
         Task::TextGeneration(args) => return text_generation(args),
         Task::Summarization(args) => summarization(args)?,
+        Task::Attention(args) => attention(args)?,
     }))
 }
 

@@ -449,3 +449,119 @@ fn summarization_errors_are_one_line() {
         &["max_length 500 exceeds the model's 64 decoder positions"],
     );
 }
+
+fn scratch_file(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("pipeline-cli-test-{}-{name}", std::process::id()))
+}
+
+/// Width and height from a PNG's IHDR chunk, after checking the signature.
+fn png_size(path: &Path) -> (u64, u64) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64;
+    (be(&bytes[16..20]), be(&bytes[20..24]))
+}
+
+#[test]
+fn attention_heatmaps_are_drawn_for_every_family() {
+    let seed = "We are SI Dream Engineering Team.";
+    for (name, kind, layers, heads) in [
+        ("bert-tiny", "self", 2, 4),
+        ("distilbert-sst2-tiny", "self", 2, 4),
+        ("gpt2-tiny", "self", 2, 4),
+        ("bart-tiny", "self", 3, 4),
+        ("bart-tiny", "cross", 2, 4),
+    ] {
+        let model = fixture(name);
+        // every layer and head, as PNG: the JSON reports what was drawn and the picture's size
+        let png = scratch_file(&format!("{name}-{kind}.png"));
+        let out = stdout_json(&pipeline(&[
+            "attention",
+            "--model",
+            model.to_str().unwrap(),
+            "--kind",
+            kind,
+            "--out",
+            png.to_str().unwrap(),
+            seed,
+        ]));
+        assert_eq!(out["layers"].as_array().unwrap().len(), layers, "{name} {kind}");
+        assert_eq!(out["heads"].as_array().unwrap().len(), heads, "{name} {kind}");
+        assert_eq!(png_size(&png), (out["width"].as_u64().unwrap(), out["height"].as_u64().unwrap()));
+
+        // one head as SVG: one cell per (query, key) pair, the title names model, layer and head
+        let svg = scratch_file(&format!("{name}-{kind}.svg"));
+        let out = stdout_json(&pipeline(&[
+            "attention",
+            "--model",
+            model.to_str().unwrap(),
+            "--kind",
+            kind,
+            "--layer",
+            "1",
+            "--head",
+            "2",
+            "--out",
+            svg.to_str().unwrap(),
+            seed,
+        ]));
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.starts_with("<svg"), "{name}: not an SVG");
+        assert!(text.contains(&format!("{name}: {kind} attention, layer 1, head 2")), "{name}: title");
+        let cells = text.matches("width=\"16\" height=\"16\"").count();
+        assert!(cells > 0 && out["layers"] == serde_json::json!([1]) && out["heads"] == serde_json::json!([2]));
+        if kind == "self" {
+            let tokens = (cells as f64).sqrt() as usize;
+            assert_eq!(tokens * tokens, cells, "{name}: a self-attention map is square");
+        }
+    }
+}
+
+#[test]
+fn attention_arguments_are_checked() {
+    let out = scratch_file("bad.png");
+    let bert = fixture("bert-tiny");
+    assert_fails(
+        &["attention", "--model", bert.to_str().unwrap(), "--layer", "5", "--out", out.to_str().unwrap(), "hi"],
+        &["--layer 5 is out of range: the model has 2 layers"],
+    );
+    assert_fails(
+        &["attention", "--model", bert.to_str().unwrap(), "--kind", "cross", "--out", out.to_str().unwrap(), "hi"],
+        &["--kind cross needs an encoder-decoder model"],
+    );
+    assert_fails(
+        &["attention", "--model", bert.to_str().unwrap(), "--out", "/tmp/x.jpg", "hi"],
+        &["--out must end in .svg or .png"],
+    );
+}
+
+#[test]
+fn dump_writes_named_tensors_and_tokens() {
+    let path = scratch_file("dump.safetensors");
+    let out = pipeline(&[
+        "text-generation",
+        "--model",
+        fixture("gpt2-tiny").to_str().unwrap(),
+        "--do-sample",
+        "false",
+        "--max-new-tokens",
+        "2",
+        "--output-attentions",
+        "--dump",
+        path.to_str().unwrap(),
+        "Hello world",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let mut names: Vec<String> = meta.tensors().keys().cloned().collect();
+    names.sort();
+    assert_eq!(names, ["attentions.0", "attentions.1"], "only attentions were asked for");
+    let tokens = meta.metadata().as_ref().unwrap()["tokens"].clone();
+    assert_eq!(tokens, r#"[["Hello","Ġworld"]]"#);
+    assert_fails(
+        &["feature-extraction", "--model", fixture("bert-tiny").to_str().unwrap(), "--output-attentions", "hi"],
+        &["need --dump FILE.safetensors"],
+    );
+}
