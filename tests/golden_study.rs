@@ -83,3 +83,44 @@ fn bart_exports_match_transformers() {
     let source = "Crème brûlée and naïve façades: the museum in Ångström street reopens next month, 你好.";
     check("bart-tiny", &pipe.study(source, None).unwrap());
 }
+
+/// The walk-through's last step must be the layer output of the normal forward pass.
+fn check_walkthrough(dir: &std::path::Path, layer: usize, head: usize) {
+    let ex = models::explain::explain(dir, layer, head, "We are SI Dream Engineering Team.").unwrap();
+    let got: Vec<f32> = ex.output.iter().copied().collect();
+    let want: Vec<f32> = ex.forward_output.iter().copied().collect();
+    assert_close(&format!("{}: walk-through of layer {layer} head {head}", dir.display()), &got, &want, TOL);
+    assert!(ex.steps.len() >= 12, "every step is shown");
+    assert!(ex.steps.iter().any(|s| s.title == "Attention probabilities"));
+}
+
+#[test]
+fn walkthroughs_reproduce_the_forward_pass() {
+    for name in [
+        "bert-tiny",
+        "bert-tiny-seqcls",
+        "distilbert-sst2-tiny",
+        "distilbert-sinusoidal-multilabel",
+        "gpt2-tiny",
+        "gpt2-legacy-tiny",
+        "bart-tiny",
+        "bart-legacy-tiny",
+    ] {
+        for layer in [0, 1] {
+            check_walkthrough(&fixture(name), layer, 1);
+        }
+    }
+}
+
+#[test]
+fn walkthrough_of_the_real_minilm_checkpoint() {
+    let dir = common::repo_root().join(".cache").join("all-MiniLM-L6-v2");
+    if !dir.join("model.safetensors").is_file() {
+        let fetch = common::repo_root().join("scripts").join("fetch-minilm.sh");
+        assert!(
+            std::process::Command::new("bash").arg(fetch).status().unwrap().success(),
+            "could not fetch all-MiniLM-L6-v2"
+        );
+    }
+    check_walkthrough(&dir, 5, 11);
+}

@@ -52,6 +52,75 @@ enum Task {
     Summarization(SummarizationArgs),
     /// Draw attention heatmaps (tokens on both axes) for one text.
     Attention(AttentionArgs),
+    /// Walk through one attention head of one layer, step by step, with the real numbers.
+    Explain(ExplainArgs),
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// A checkpoint directory or a model id in the local Hugging Face cache.
+    #[arg(long, value_name = "DIR | ORG/NAME")]
+    model: String,
+    /// The layer (0-based; for BART, an encoder layer).
+    #[arg(long)]
+    layer: usize,
+    /// The head (0-based).
+    #[arg(long)]
+    head: usize,
+    /// The input text.
+    text: String,
+}
+
+/// Formats a matrix for the terminal: values rounded to 4 decimals, the
+/// middle rows and columns elided when there are many.
+fn format_matrix(values: &ndarray::Array2<f32>, labels: Option<&[String]>) -> String {
+    const EDGE_ROWS: (usize, usize) = (4, 2);
+    const EDGE_COLS: (usize, usize) = (4, 2);
+    let (rows, cols) = values.dim();
+    let pick = |n: usize, (head, tail): (usize, usize)| -> Vec<Option<usize>> {
+        if n <= head + tail + 1 {
+            (0..n).map(Some).collect()
+        } else {
+            (0..head).map(Some).chain([None]).chain((n - tail..n).map(Some)).collect()
+        }
+    };
+    let cell = |v: f32| if v == f32::NEG_INFINITY { format!("{:>9}", "-inf") } else { format!("{v:>9.4}") };
+    let mut out = String::new();
+    for r in pick(rows, EDGE_ROWS) {
+        let label = match (r, labels) {
+            (Some(r), Some(l)) => l.get(r).cloned().unwrap_or_default(),
+            (None, _) => "...".to_string(),
+            (Some(r), None) => format!("{r}"),
+        };
+        out += &format!("   {:<14}", label.chars().take(14).collect::<String>());
+        for c in pick(cols, EDGE_COLS) {
+            out += &match (r, c) {
+                (Some(r), Some(c)) => cell(values[[r, c]]),
+                _ => format!("{:>9}", "..."),
+            };
+        }
+        out += "\n";
+    }
+    out
+}
+
+fn explain(args: ExplainArgs) -> Result<String> {
+    let dir = resolve_model(&args.model)?;
+    let ex = models::explain::explain(&dir, args.layer, args.head, &args.text)?;
+    let (t, c) = ex.output.dim();
+    let mut out =
+        format!("Layer {}, head {} on {:?}: T = {t} tokens, C = {c} channels\n\n", args.layer, args.head, args.text);
+    for (i, st) in ex.steps.iter().enumerate() {
+        let (r, k) = st.values.dim();
+        out += &format!("{}. {}   shape ({r}, {k})\n   {}\n", i + 1, st.title, st.formula);
+        out += &format_matrix(&st.values, st.row_labels.then_some(ex.tokens.as_slice()));
+        out += "\n";
+    }
+    let diff = ex.output.iter().zip(ex.forward_output.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    out += &format!(
+        "The last step is the layer's output; the model's own forward pass gives the same values (max |difference| = {diff:.1e})."
+    );
+    Ok(out)
 }
 
 #[derive(Args)]
@@ -360,8 +429,9 @@ impl Streamer<'_> {
         self.ids.push(id);
         if let Ok(text) = self.pipe.tokenizer.decode(&self.ids, true) {
             if !text.ends_with('\u{FFFD}') && text.len() > self.printed {
-                print!("{}", &text[self.printed..]);
-                let _ = std::io::stdout().flush();
+                // a closed pipe ends the output, not the program
+                let mut stdout = std::io::stdout();
+                let _ = stdout.write_all(text[self.printed..].as_bytes()).and_then(|_| stdout.flush());
                 self.printed = text.len();
             }
         }
@@ -389,11 +459,11 @@ fn text_generation(args: GenerationArgs) -> Result<Option<Value>> {
         let context = || format!("prompt {}", i + 1);
         if args.stream {
             if args.return_full_text {
-                print!("{prompt}");
+                let _ = std::io::stdout().write_all(prompt.as_bytes());
             }
             let mut streamer = Streamer { pipe: &pipe, ids: Vec::new(), printed: 0 };
             pipe.generate(prompt, &config, seed, &mut |id| streamer.push(id)).with_context(context)?;
-            println!();
+            let _ = std::io::stdout().write_all(b"\n");
             continue;
         }
         let generated = pipe.generate(prompt, &config, seed, &mut |_| {}).with_context(context)?;
@@ -480,8 +550,16 @@ fn label_score(e: &LabelScore) -> Value {
     json!({"label": e.label, "score": e.score})
 }
 
-fn run(cli: Cli) -> Result<Option<Value>> {
-    Ok(Some(match cli.task {
+/// What a command prints on stdout.
+enum Output {
+    /// One JSON document, in Python's `json.dumps` style.
+    Json(Value),
+    /// Plain text.
+    Text(String),
+}
+
+fn run(cli: Cli) -> Result<Option<Output>> {
+    Ok(Some(Output::Json(match cli.task {
         Task::SentimentAnalysis { common, top_k } => {
             let dir = resolve_model(&common.model)?;
             let texts = common.texts()?;
@@ -505,10 +583,11 @@ fn run(cli: Cli) -> Result<Option<Value>> {
             common.study.write(|| pipe.study(&texts, &common.options()))?;
             serde_json::to_value(pipe.run(&texts, &common.options())?)?
         }
-        Task::TextGeneration(args) => return text_generation(args),
+        Task::TextGeneration(args) => return Ok(text_generation(args)?.map(Output::Json)),
         Task::Summarization(args) => summarization(args)?,
         Task::Attention(args) => attention(args)?,
-    }))
+        Task::Explain(args) => return Ok(Some(Output::Text(explain(args)?))),
+    })))
 }
 
 fn main() -> ExitCode {
@@ -519,10 +598,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(None) => ExitCode::SUCCESS,
-        Ok(Some(value)) => {
+        Ok(Some(output)) => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let written = pyjson::to_writer(&mut out, &value).map_err(std::io::Error::from).and_then(|_| {
+            let written = match output {
+                Output::Json(value) => pyjson::to_writer(&mut out, &value).map_err(std::io::Error::from),
+                Output::Text(text) => out.write_all(text.as_bytes()),
+            }
+            .and_then(|_| {
                 writeln!(out)?;
                 out.flush()
             });

@@ -565,3 +565,41 @@ fn dump_writes_named_tensors_and_tokens() {
         &["need --dump FILE.safetensors"],
     );
 }
+
+#[test]
+fn explain_walks_through_one_head_with_real_numbers() {
+    let out = pipeline(&[
+        "explain",
+        "--model",
+        fixture("gpt2-tiny").to_str().unwrap(),
+        "--layer",
+        "1",
+        "--head",
+        "2",
+        "Hello world",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needed in [
+        "1. Input X   shape (2, 32)",
+        "Pre-attention LayerNorm",
+        "S = Q K^T / sqrt(hs), hs = 8",
+        "-inf",
+        "P = softmax(S + M)",
+        "Final LayerNorm (ln_f)",
+        "Ġworld",
+    ] {
+        assert!(text.contains(needed), "walk-through lacks {needed:?}:\n{text}");
+    }
+    let last = text.trim_end().lines().last().unwrap();
+    let diff: f64 = last.rsplit("= ").next().unwrap().trim_end_matches(").").parse().unwrap();
+    assert!(diff <= 1e-5, "{last}");
+    assert_fails(
+        &["explain", "--model", fixture("bert-tiny").to_str().unwrap(), "--layer", "0", "--head", "9", "hi"],
+        &["--head 9 is out of range: the model has 4 heads"],
+    );
+    assert_fails(
+        &["explain", "--model", fixture("bert-tiny").to_str().unwrap(), "--layer", "7", "--head", "0", "hi"],
+        &["--layer 7 is out of range: the model has 2 layers"],
+    );
+}

@@ -30,6 +30,7 @@ use transformer::{
 
 use crate::config;
 use crate::encoder::EncoderOutput;
+use crate::explain::Block;
 use crate::generation::Decoder;
 use crate::weights::Weights;
 
@@ -277,6 +278,26 @@ impl BartForConditionalGeneration {
         let positions: Vec<u32> = (0..b).flat_map(|_| (past..past + t).map(|p| (p + POSITION_OFFSET) as u32)).collect();
         let x = self.shared.forward(&flat) * self.embed_scale + stack.embed_positions.forward(&positions);
         stack.layernorm_embedding.forward(x.view())
+    }
+
+    /// Encoder layer `layer` in the common form of the walk-through.
+    pub fn encoder_block(&self, layer: usize) -> Option<Block> {
+        let l = self.encoder_layers.get(layer)?;
+        Some(Block {
+            pre_ln: false,
+            attn_ln: l.self_attn_layer_norm.clone(),
+            ffn_ln: l.final_layer_norm.clone(),
+            query: l.self_attn.q_proj.clone(),
+            key: l.self_attn.k_proj.clone(),
+            value: l.self_attn.v_proj.clone(),
+            output: l.self_attn.out_proj.clone(),
+            fc1: l.fc1.clone(),
+            fc2: l.fc2.clone(),
+            activation: self.activation,
+            n_head: self.config.encoder_attention_heads,
+            causal: false,
+            final_ln: None,
+        })
     }
 
     /// Runs the encoder.

@@ -15,6 +15,7 @@ use transformer::{multi_head_attention, Activation, AttentionMask, Embedding, La
 
 use crate::config::{self, BertConfig};
 use crate::encoder::{Encoder, EncoderOutput, SequenceClassifier};
+use crate::explain::Block;
 use crate::tokenizer::Batch;
 use crate::weights::Weights;
 
@@ -224,6 +225,25 @@ impl Encoder for BertModel {
 
     fn pad_token_id(&self) -> u32 {
         self.config.pad_token_id.unwrap_or(0)
+    }
+
+    fn block(&self, layer: usize) -> Option<Block> {
+        let l = self.encoder.get(layer)?;
+        Some(Block {
+            pre_ln: false,
+            attn_ln: l.attention.output.layer_norm.clone(),
+            ffn_ln: l.output.layer_norm.clone(),
+            query: l.attention.self_.query.clone(),
+            key: l.attention.self_.key.clone(),
+            value: l.attention.self_.value.clone(),
+            output: l.attention.output.dense.clone(),
+            fc1: l.intermediate.clone(),
+            fc2: l.output.dense.clone(),
+            activation: self.activation,
+            n_head: self.config.num_attention_heads,
+            causal: false,
+            final_ln: None,
+        })
     }
 }
 

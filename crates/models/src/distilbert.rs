@@ -17,6 +17,7 @@ use transformer::{
 
 use crate::config::{self, DistilBertConfig};
 use crate::encoder::{Encoder, EncoderOutput, SequenceClassifier};
+use crate::explain::Block;
 use crate::tokenizer::Batch;
 use crate::weights::Weights;
 
@@ -186,6 +187,25 @@ impl Encoder for DistilBertModel {
 
     fn pad_token_id(&self) -> u32 {
         self.config.pad_token_id.unwrap_or(0)
+    }
+
+    fn block(&self, layer: usize) -> Option<Block> {
+        let l = self.transformer.get(layer)?;
+        Some(Block {
+            pre_ln: false,
+            attn_ln: l.sa_layer_norm.clone(),
+            ffn_ln: l.output_layer_norm.clone(),
+            query: l.attention.q_lin.clone(),
+            key: l.attention.k_lin.clone(),
+            value: l.attention.v_lin.clone(),
+            output: l.attention.out_lin.clone(),
+            fc1: l.ffn.lin1.clone(),
+            fc2: l.ffn.lin2.clone(),
+            activation: self.activation,
+            n_head: self.config.n_heads,
+            causal: false,
+            final_ln: None,
+        })
     }
 }
 

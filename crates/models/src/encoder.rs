@@ -31,6 +31,8 @@ pub trait Encoder: Send + Sync {
     fn vocab_size(&self) -> usize;
     /// The id used for padding.
     fn pad_token_id(&self) -> u32;
+    /// Layer `layer` in the common form of the walk-through, or `None` past the last layer.
+    fn block(&self, layer: usize) -> Option<crate::explain::Block>;
 }
 
 /// An encoder with a sequence-classification head.

@@ -26,6 +26,7 @@ use transformer::{
 };
 
 use crate::config;
+use crate::explain::Block;
 use crate::generation::Decoder;
 use crate::weights::Weights;
 
@@ -197,6 +198,33 @@ impl Gpt2LmHeadModel {
             lm_head,
             activation,
             config,
+        })
+    }
+
+    /// Block `layer` in the common form of the walk-through, with the fused
+    /// `c_attn` split into its query, key and value rows.
+    pub fn block(&self, layer: usize) -> Option<Block> {
+        let b = self.h.get(layer)?;
+        let c = self.config.n_embd;
+        let part = |i: usize| Linear {
+            // (3C, C) -> (C, C): rows i*C..(i+1)*C
+            weight: b.attn.c_attn.weight.slice(s![i * c..(i + 1) * c, ..]).to_owned(),
+            bias: b.attn.c_attn.bias.as_ref().map(|bias| bias.slice(s![i * c..(i + 1) * c]).to_owned()),
+        };
+        Some(Block {
+            pre_ln: true,
+            attn_ln: b.ln_1.clone(),
+            ffn_ln: b.ln_2.clone(),
+            query: part(0),
+            key: part(1),
+            value: part(2),
+            output: b.attn.c_proj.clone(),
+            fc1: b.mlp.c_fc.clone(),
+            fc2: b.mlp.c_proj.clone(),
+            activation: self.activation,
+            n_head: self.config.n_head,
+            causal: true,
+            final_ln: (layer + 1 == self.h.len()).then(|| self.ln_f.clone()),
         })
     }
 

@@ -16,6 +16,7 @@ pub mod bert;
 pub mod config;
 pub mod distilbert;
 pub mod encoder;
+pub mod explain;
 pub mod generation;
 pub mod gpt2;
 pub mod hub;
