@@ -272,6 +272,8 @@ impl BartForConditionalGeneration {
     ///
     /// # Shapes
     /// ids `(B, T)` -> `(N, C)`
+    ///
+    /// The math: `docs/attention.md`, section "7. Each model's quirks".
     fn embed(&self, stack: &BartStackEmbeddings, ids: ArrayView2<u32>, past: usize) -> Array2<f32> {
         let (b, t) = ids.dim();
         let flat: Vec<u32> = ids.iter().copied().collect();
@@ -334,6 +336,8 @@ impl BartForConditionalGeneration {
     ///
     /// # Shapes
     /// `encoder_hidden` `(B, S, C)`, one row per beam.
+    ///
+    /// The math: `docs/attention.md`, section "3. Cross-attention (BART decoder)".
     pub fn new_cache(&self, encoder_hidden: &Array3<f32>, capacity: usize) -> BartCache {
         let (b, s, c) = encoder_hidden.dim();
         let nh = self.config.decoder_attention_heads;
@@ -360,6 +364,8 @@ impl BartForConditionalGeneration {
     /// # Shapes
     /// `ids` `(B, T)`; `encoder_mask` `(B, S)`; logits `(B, T, V)` with
     /// `all_logits`, else `(B, 1, V)`.
+    ///
+    /// The math: `docs/attention.md`, section "3. Cross-attention (BART decoder)".
     pub fn decode(
         &self,
         ids: ArrayView2<u32>,

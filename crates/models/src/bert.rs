@@ -50,6 +50,8 @@ impl BertOutput {
     ///
     /// # Shapes
     /// `x` `(N, in)`, `residual` `(N, C)` -> `(N, C)`
+    ///
+    /// The math: `docs/attention.md`, section "7. Each model's quirks".
     fn forward(&self, x: &Array2<f32>, residual: &Array2<f32>) -> Array2<f32> {
         let y = self.dense.forward(x.view()) + residual;
         self.layer_norm.forward(y.view())

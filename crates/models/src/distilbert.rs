@@ -65,6 +65,8 @@ impl TransformerBlock {
     /// ```
     /// # Shapes
     /// `(N, C) -> (N, C)`, and the attention probabilities `(B, nh, T, T)`.
+    ///
+    /// The math: `docs/attention.md`, section "7. Each model's quirks".
     fn forward(
         &self,
         x: &Array2<f32>,

@@ -74,6 +74,8 @@ fn default_true() -> bool {
 }
 
 /// Reads a `Conv1D` in this scope (`weight` `(in, out)`) as a [`Linear`] `(out, in)`.
+///
+/// The math: `docs/attention.md`, section "7. Each model's quirks".
 fn conv1d(w: &Weights, in_features: usize, out_features: usize) -> Result<Linear> {
     let weight = w.get2("weight", (in_features, out_features))?;
     Ok(Linear { weight: weight.t().as_standard_layout().into_owned(), bias: Some(w.get1("bias", out_features)?) })
@@ -242,6 +244,8 @@ impl Gpt2LmHeadModel {
     ///
     /// # Panics
     /// If `P + T` exceeds `n_positions` or the cache's capacity (callers check).
+    ///
+    /// The math: `docs/attention.md`, section "7. Each model's quirks".
     pub fn forward(&self, ids: ArrayView2<u32>, cache: &mut Gpt2Cache, all_logits: bool) -> Gpt2Output {
         let (b, t) = ids.dim();
         let (c, nh) = (self.config.n_embd, self.config.n_head);

@@ -50,6 +50,8 @@ pub fn softmax_naive(x: ArrayView1<f32>) -> Array1<f32> {
 ///
 /// # Panics
 /// If `weight` or `bias` do not have `C` elements.
+///
+/// The math: `docs/attention.md`, section "5. Layer norm and GELU".
 pub fn layer_norm(x: ArrayView2<f32>, weight: ArrayView1<f32>, bias: ArrayView1<f32>, eps: f32) -> Array2<f32> {
     let (n, c) = x.dim();
     assert_eq!(weight.len(), c, "layer_norm: weight has {} elements, input has {c} channels", weight.len());
@@ -132,6 +134,8 @@ pub fn erf(x: f64) -> f64 {
 /// assert_eq!(tensor::gelu_erf(0.0), 0.0);
 /// assert!((tensor::gelu_erf(1.0) - 0.841_344_75).abs() < 1e-7);
 /// ```
+///
+/// The math: `docs/attention.md`, section "5. Layer norm and GELU".
 pub fn gelu_erf(x: f32) -> f32 {
     let x = x as f64;
     (0.5 * x * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32
@@ -144,6 +148,8 @@ pub fn gelu_erf(x: f32) -> f32 {
 /// assert_eq!(tensor::gelu_tanh(0.0), 0.0);
 /// assert!((tensor::gelu_tanh(1.0) - 0.841_192).abs() < 1e-6);
 /// ```
+///
+/// The math: `docs/attention.md`, section "5. Layer norm and GELU".
 pub fn gelu_tanh(x: f32) -> f32 {
     // sqrt(2 / pi)
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;

@@ -41,6 +41,8 @@ impl AttentionMask {
     ///
     /// # Panics
     /// If `key_mask` does not have `S` columns, or `T > S` with `causal`.
+    ///
+    /// The math: `docs/attention.md`, section "2. Masks".
     pub fn new(key_mask: Option<ArrayView2<u8>>, batch: usize, t: usize, s: usize, causal: bool) -> Self {
         if let Some(m) = &key_mask {
             assert_eq!(m.dim(), (batch, s), "attention mask is {:?}, expected ({batch}, {s})", m.dim());
@@ -117,6 +119,8 @@ pub struct AttentionOutput {
 ///
 /// # Panics
 /// If the shapes do not agree.
+///
+/// The math: `docs/attention.md`, section "1. Scaled dot-product and multi-head attention".
 pub fn attention(
     q: ArrayView4<f32>,
     k: ArrayView4<f32>,
@@ -181,6 +185,8 @@ pub struct Projections<'a> {
 /// # Shapes
 /// `x_q` `(B*T, C)` and `x_kv` `(B*S, C)` flattened batches; mask `(B, T, S)`;
 /// returns the output `(B*T, C)` and the probabilities `(B, nh, T, S)`.
+///
+/// The math: `docs/attention.md`, section "1. Scaled dot-product and multi-head attention".
 pub fn multi_head_attention(
     x_q: ArrayView2<f32>,
     x_kv: ArrayView2<f32>,

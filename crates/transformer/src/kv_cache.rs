@@ -1,9 +1,9 @@
 //! The key/value cache of autoregressive decoding.
 //!
-//! Without a cache, generating token `t` recomputes keys and values for all
-//! `t` previous positions; with it, each step projects only the new token and
-//! appends its key and value, so a step costs `O(t)` attention instead of
-//! `O(t^2)` projections.
+//! Without a cache, step `t` of generation reruns the whole sequence: `O(t)`
+//! projections and `O(t^2)` attention scores. With it, each step projects
+//! only the new token (`O(1)`), appends its key and value, and scores one
+//! query against the `t` cached keys (`O(t)`).
 
 use ndarray::{s, Array4, ArrayView4, Axis};
 
@@ -43,6 +43,8 @@ impl LayerCache {
     ///
     /// # Panics
     /// If the capacity would be exceeded or the shapes differ from the cache's.
+    ///
+    /// The math: `docs/attention.md`, section "4. The KV cache".
     pub fn append(
         &mut self,
         k_new: ArrayView4<f32>,
@@ -63,6 +65,8 @@ impl LayerCache {
     /// Reorders the batch rows: row `i` becomes old row `order[i]` (beam search
     /// keeps the beams whose continuations survived). Only the filled
     /// positions are copied.
+    ///
+    /// The math: `docs/attention.md`, section "4. The KV cache".
     pub fn reorder(&mut self, order: &[usize]) {
         let filled = s![.., .., ..self.len, ..];
         let kept_k = self.k.slice(filled).select(Axis(0), order);

@@ -19,6 +19,8 @@ use ndarray::Array2;
 /// assert_eq!(table[[0, 1]], 1.0); // cos(0)
 /// assert_eq!(table[[1, 0]], 1.0f64.sin() as f32);
 /// ```
+///
+/// The math: `docs/attention.md`, section "6. Positions".
 pub fn sinusoidal_positions(n_positions: usize, dim: usize) -> Array2<f32> {
     Array2::from_shape_fn((n_positions, dim), |(p, j)| {
         let angle = p as f64 / 10000f64.powf(2.0 * (j / 2) as f64 / dim as f64);

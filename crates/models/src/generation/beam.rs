@@ -63,6 +63,8 @@ fn length_normalised(x: f32, len: usize, length_penalty: f32) -> f32 {
 ///
 /// # Errors
 /// Never for consistent settings (validated by the caller); kept fallible for symmetry.
+///
+/// The math: `docs/attention.md`, section "8. Decoding".
 pub fn beam_search(
     decoder: &mut dyn Decoder,
     prompt: &[u32],

@@ -196,6 +196,8 @@ pub fn log_softmax(scores: &[f32]) -> Vec<f32> {
 ///
 /// `prompt_len` is the length of the sequence before generation (for
 /// encoder-decoder models, the decoder start), `max_length` the resolved limit.
+///
+/// The math: `docs/attention.md`, section "8. Decoding".
 pub fn build_processors(
     config: &GenerationConfig,
     prompt_len: usize,
@@ -222,7 +224,9 @@ pub fn build_processors(
         list.push(Box::new(ForcedEos { max_length, eos: vec![e] }));
     }
     if config.do_sample {
-        let min_tokens_to_keep = if config.num_beams > 1 { 2 } else { 1 };
+        // transformers keeps 2 tokens for beam sampling, which this engine does not offer
+        // (`GenerationConfig::validate` rejects it), so one token is always enough.
+        let min_tokens_to_keep = 1;
         if config.temperature != 1.0 {
             list.push(Box::new(Temperature(config.temperature)));
         }

@@ -57,6 +57,8 @@ pub fn generate(
 /// equal maxima, as `torch.argmax`) or a draw from softmax(scores); rows that
 /// already produced EOS get the pad token; stop when every row has finished
 /// or the length limit is reached.
+///
+/// The math: `docs/attention.md`, section "8. Decoding".
 fn sample(
     decoder: &mut dyn Decoder,
     prompt: &[u32],

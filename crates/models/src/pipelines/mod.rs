@@ -169,6 +169,8 @@ impl TextClassification {
 
 /// The pipeline's score functions, in f32 as its NumPy code computes them:
 /// softmax `exp(x - max) / sum(exp(x - max))`, sigmoid `1 / (1 + exp(-x))`.
+///
+/// The math: `docs/attention.md`, section "9. Text-classification scores".
 fn score(logits: ArrayView1<f32>, function: ScoreFunction) -> Vec<f32> {
     match function {
         ScoreFunction::Softmax => {
