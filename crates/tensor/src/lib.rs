@@ -9,8 +9,9 @@
 //! Shape letters used in the docs: `M, K, N` are matrix sizes in
 //! `(M, K) x (K, N) -> (M, N)`; `B` is a batch of independent matrices.
 
+pub mod gemm;
 pub mod matmul;
 pub mod ops;
 
-pub use matmul::{batched_matmul, matmul, matmul_naive};
+pub use matmul::{batched_matmul, matmul, matmul_matrixmultiply, matmul_naive};
 pub use ops::{erf, gelu_erf, gelu_tanh, layer_norm, softmax_last_dim, softmax_naive};

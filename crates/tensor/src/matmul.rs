@@ -1,12 +1,15 @@
 //! Matrix products.
 //!
-//! [`matmul`] is the production path: it hands raw pointers and strides to the
-//! `matrixmultiply` crate's cache-blocked, SIMD `sgemm`, so transposed
-//! operands (`a.t()`) cost nothing: no copy, just swapped strides.
-//! [`matmul_naive`] is the triple loop that defines the result; tests check the
-//! two agree over many shapes, odd sizes included.
+//! [`matmul`] is the production path: our packed AVX2+FMA kernel
+//! ([`crate::gemm`]) or, for the few rows of decoding, bandwidth-bound dot
+//! products; transposed operands (`a.t()`) cost nothing, just swapped strides.
+//! [`matmul_matrixmultiply`] (the `matrixmultiply` crate) and [`matmul_naive`]
+//! (the triple loop that defines the result) are the references; tests check
+//! all of them agree over many shapes, odd sizes and tails included.
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
+
+use crate::gemm;
 use rayon::prelude::*;
 
 /// `C = A B`, the textbook triple loop, accumulating in f32 in `k` order.
@@ -42,7 +45,13 @@ pub fn matmul_naive(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     c
 }
 
-/// `C = A B` with `matrixmultiply::sgemm`; any strides (transposed views are free).
+/// `C = A B`, the production path; any strides (transposed views are free).
+///
+/// Chooses, in order:
+/// 1. up to 4 rows against a matrix with contiguous columns (a `Linear`
+///    weight read as `W^T`): [`gemm::matvec_rows`], bandwidth-bound dot products;
+/// 2. with AVX2+FMA and non-negative strides: our packed kernel, [`gemm::sgemm`];
+/// 3. otherwise the `matrixmultiply` crate ([`matmul_matrixmultiply`]).
 ///
 /// # Shapes
 /// `(M, K) x (K, N) -> (M, N)`
@@ -57,13 +66,57 @@ pub fn matmul_naive(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
 /// assert_eq!(tensor::matmul(a.t(), a.view()), array![[10.0, 14.0], [14.0, 20.0]]);
 /// ```
 pub fn matmul(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
+    let (m, k) = a.dim();
+    let (k2, n) = b.dim();
+    assert_eq!(k, k2, "matmul: inner dimensions differ ({m}x{k} times {k2}x{n})");
+    if m == 0 || n == 0 || k == 0 {
+        return Array2::zeros((m, n));
+    }
+    let mut c = vec![0.0f32; m * n];
+    if m <= 4 && b.strides() == [1, k as isize] {
+        let x = a.as_standard_layout();
+        // SAFETY: b's strides are (1, k): its n columns are n contiguous rows of k floats.
+        let w = unsafe { std::slice::from_raw_parts(b.as_ptr(), n * k) };
+        gemm::matvec_rows(x.as_slice().expect("standard layout"), m, k, w, n, &mut c);
+    } else if let (Some(ar), Some(br)) = (mat_ref(&a), mat_ref(&b)) {
+        gemm::sgemm(ar, br, &mut c);
+    } else {
+        return matmul_matrixmultiply(a, b);
+    }
+    Array2::from_shape_vec((m, n), c).expect("m * n values")
+}
+
+/// A [`gemm::MatRef`] over a view with non-negative strides, or `None`.
+fn mat_ref<'a>(v: &'a ArrayView2<f32>) -> Option<gemm::MatRef<'a>> {
+    let (rows, cols) = v.dim();
+    let (rs, cs) = (v.strides()[0], v.strides()[1]);
+    if rs < 0 || cs < 0 {
+        return None;
+    }
+    let span = (rows - 1) * rs as usize + (cols - 1) * cs as usize + 1;
+    // SAFETY: a view with non-negative strides addresses exactly the elements
+    // between its first pointer and `span` floats on, all inside its array.
+    let data = unsafe { std::slice::from_raw_parts(v.as_ptr(), span) };
+    Some(gemm::MatRef { data, rows, cols, row_stride: rs, col_stride: cs })
+}
+
+/// `C = A B` with the `matrixmultiply` crate: a reference for our kernel and
+/// the fallback where it cannot run.
+///
+/// # Shapes
+/// `(M, K) x (K, N) -> (M, N)`
+///
+/// # Panics
+/// If the inner dimensions differ.
+pub fn matmul_matrixmultiply(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     let (m, n) = (a.nrows(), b.ncols());
     let mut c = Array2::<f32>::zeros((m, n));
     matmul_into(a, b, &mut c);
     c
 }
 
-/// `C = A B` written into an existing `(M, N)` output (overwritten, not accumulated).
+/// `C = A B` with `matrixmultiply`, written into an existing `(M, N)` output
+/// (overwritten, not accumulated).
 ///
 /// # Panics
 /// If the shapes do not chain.
@@ -142,11 +195,28 @@ mod tests {
                 for &n in &[1, 5, 16, 33, 129] {
                     let a = filled((m, k), (s * 31 + k) as u32);
                     let b = filled((k, n), (s * 17 + n) as u32);
-                    let diff = max_abs_diff(&matmul(a.view(), b.view()), &matmul_naive(a.view(), b.view()));
+                    let slow = matmul_naive(a.view(), b.view());
+                    let diff = max_abs_diff(&matmul(a.view(), b.view()), &slow);
                     assert!(diff <= 1e-4 * k as f32, "({m},{k})x({k},{n}): max diff {diff}");
+                    let diff = max_abs_diff(&matmul_matrixmultiply(a.view(), b.view()), &slow);
+                    assert!(diff <= 1e-4 * k as f32, "matrixmultiply ({m},{k})x({k},{n}): max diff {diff}");
+                    // the decode path: B given as the transpose of a row-major (N, K) weight
+                    let w = b.t().as_standard_layout().into_owned();
+                    let diff = max_abs_diff(&matmul(a.view(), w.t()), &slow);
+                    assert!(diff <= 1e-4 * k as f32, "W^T ({m},{k})x({k},{n}): max diff {diff}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn packed_kernel_handles_blocks_larger_than_its_caches() {
+        // K > KC, M > MC and N over several NR panels and threads, with tails everywhere
+        let (m, k, n) = (gemm::MC + gemm::MR + 1, gemm::KC * 2 + 3, gemm::NR * 5 + 7);
+        let a = filled((m, k), 5);
+        let b = filled((k, n), 6);
+        let diff = max_abs_diff(&matmul(a.view(), b.view()), &matmul_naive(a.view(), b.view()));
+        assert!(diff <= 1e-4 * k as f32, "max diff {diff}");
     }
 
     #[test]

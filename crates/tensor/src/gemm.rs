@@ -1,0 +1,259 @@
+//! Our own SGEMM: packed panels, cache blocking and a SIMD micro-kernel, in
+//! the style of BLIS (Van Zee & van de Geijn, 2015), plus a matrix-vector
+//! path for the few-row products of decoding.
+//!
+//! # Design
+//! `C (M x N) = A (M x K) B (K x N)` is computed in three loops around a
+//! micro-kernel that keeps an `MR x NR` block of `C` in registers:
+//!
+//! - `K` is cut into slices of [`KC`]; for each slice, the `KC x N` part of `B`
+//!   is *packed* into `NR`-wide column panels laid out `[k][NR]`, so the
+//!   micro-kernel streams it with unit stride (the panel for one `NR` block,
+//!   `KC * NR * 4` = 16 KiB, sits in L1 while it is reused for every row block);
+//! - the `MC x KC` block of `A` is packed into `MR`-tall row panels `[k][MR]`
+//!   (`MC * KC * 4` = 96 KiB, in L2);
+//! - the micro-kernel multiplies an `MR x KC` panel of `A` by a `KC x NR` panel
+//!   of `B` with one broadcast and two fused multiply-adds per row per `k`.
+//!
+//! With AVX2 and FMA (16 registers of 8 floats) the kernel is 6 x 16: 12
+//! accumulators, 2 registers for the `B` row and 1 for the broadcast `A`
+//! value. Edge blocks are computed into a scratch tile and copied. The
+//! threads (rayon) split the columns of `C`, each packing its own panels.
+//!
+//! The kernel is chosen at run time; without AVX2+FMA, or off x86-64,
+//! [`sgemm`] falls back to the `matrixmultiply` crate.
+
+use rayon::prelude::*;
+
+/// Rows of the register tile.
+pub const MR: usize = 6;
+/// Columns of the register tile (two 8-float vectors).
+pub const NR: usize = 16;
+/// Depth of a packed slice: 256 keeps a `KC x NR` panel of `B` (16 KiB) in L1.
+pub const KC: usize = 256;
+/// Rows of `A` packed at once: 96 x 256 floats (96 KiB) stay in L2.
+pub const MC: usize = 96;
+
+/// A strided, read-only matrix.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: isize,
+    pub col_stride: isize,
+}
+
+impl MatRef<'_> {
+    #[inline(always)]
+    fn at(&self, r: usize, c: usize) -> f32 {
+        // offsets were validated by the caller (ndarray views)
+        self.data[(r as isize * self.row_stride + c as isize * self.col_stride) as usize]
+    }
+}
+
+/// Whether this CPU runs the AVX2+FMA kernel.
+pub fn has_simd_kernel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Packs rows `r0..r0+mc`, depth `p0..p0+kc` of `a` into `MR`-tall panels, `[panel][k][MR]`, zero-padded.
+fn pack_a(a: &MatRef, r0: usize, mc: usize, p0: usize, kc: usize, out: &mut Vec<f32>) {
+    let panels = mc.div_ceil(MR);
+    out.clear();
+    out.resize(panels * kc * MR, 0.0);
+    for panel in 0..panels {
+        let base = panel * kc * MR;
+        for i in 0..MR.min(mc - panel * MR) {
+            let r = r0 + panel * MR + i;
+            for k in 0..kc {
+                out[base + k * MR + i] = a.at(r, p0 + k);
+            }
+        }
+    }
+}
+
+/// Packs depth `p0..p0+kc`, columns `c0..c0+nc` of `b` into `NR`-wide panels, `[panel][k][NR]`, zero-padded.
+fn pack_b(b: &MatRef, p0: usize, kc: usize, c0: usize, nc: usize, out: &mut Vec<f32>) {
+    let panels = nc.div_ceil(NR);
+    out.clear();
+    out.resize(panels * kc * NR, 0.0);
+    for panel in 0..panels {
+        let base = panel * kc * NR;
+        let width = NR.min(nc - panel * NR);
+        for k in 0..kc {
+            for j in 0..width {
+                out[base + k * NR + j] = b.at(p0 + k, c0 + panel * NR + j);
+            }
+        }
+    }
+}
+
+/// The 6 x 16 register tile: `tile += A_panel (6 x kc) * B_panel (kc x 16)`.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `a` holds `kc * MR` and `b` `kc * NR` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_6x16(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
+    use std::arch::x86_64::*;
+    debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+    let (mut ap, mut bp) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2 * MR];
+    for _ in 0..kc {
+        let b0 = _mm256_loadu_ps(bp);
+        let b1 = _mm256_loadu_ps(bp.add(8));
+        for i in 0..MR {
+            let ai = _mm256_broadcast_ss(&*ap.add(i));
+            acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
+            acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
+        }
+        ap = ap.add(MR);
+        bp = bp.add(NR);
+    }
+    for i in 0..MR {
+        let row = tile.as_mut_ptr().add(i * NR);
+        _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), acc[2 * i]));
+        _mm256_storeu_ps(row.add(8), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), acc[2 * i + 1]));
+    }
+}
+
+/// Computes the columns `c0..c0+nc` of `C` (row-major, `ldc` floats per row),
+/// written to `c_cols`, which starts at column `c0` of row 0.
+#[cfg(target_arch = "x86_64")]
+fn gemm_columns(a: &MatRef, b: &MatRef, c_cols: &mut [f32], ldc: usize, c0: usize, nc: usize) {
+    let (m, k) = (a.rows, a.cols);
+    let (mut packed_a, mut packed_b) = (Vec::new(), Vec::new());
+    for p0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - p0);
+        pack_b(b, p0, kc, c0, nc, &mut packed_b);
+        for r0 in (0..m).step_by(MC) {
+            let mc = MC.min(m - r0);
+            pack_a(a, r0, mc, p0, kc, &mut packed_a);
+            for (jp, bpanel) in packed_b.chunks_exact(kc * NR).enumerate() {
+                let width = NR.min(nc - jp * NR);
+                for (ip, apanel) in packed_a.chunks_exact(kc * MR).enumerate() {
+                    let height = MR.min(mc - ip * MR);
+                    let mut tile = [0.0f32; MR * NR];
+                    // SAFETY: callers reach this only after has_simd_kernel(); panel sizes match kc.
+                    unsafe { kernel_6x16(kc, apanel, bpanel, &mut tile) };
+                    for i in 0..height {
+                        let row = (r0 + ip * MR + i) * ldc + jp * NR;
+                        for j in 0..width {
+                            c_cols[row + j] += tile[i * NR + j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `C = A B` into `c` (row-major `M x N`, overwritten) with our kernel when
+/// the CPU has it, else `matrixmultiply`.
+///
+/// # Panics
+/// If the sizes do not chain.
+pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32]) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "sgemm: inner dimensions differ");
+    assert_eq!(c.len(), m * n, "sgemm: output has {} floats, expected {}", c.len(), m * n);
+    c.fill(0.0);
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_simd_kernel() {
+        // Split the columns of C between threads, in whole NR panels.
+        let threads = rayon::current_num_threads().max(1);
+        let per_thread = n.div_ceil(threads).div_ceil(NR) * NR;
+        let mut parts: Vec<(usize, Vec<f32>)> = (0..n).step_by(per_thread.max(NR)).map(|c0| (c0, Vec::new())).collect();
+        if parts.len() == 1 {
+            gemm_columns(&a, &b, c, n, 0, n);
+            return;
+        }
+        parts.par_iter_mut().for_each(|(c0, buf)| {
+            let nc = per_thread.min(n - *c0);
+            buf.resize(m * nc, 0.0);
+            gemm_columns(&a, &b, buf, nc, *c0, nc);
+        });
+        for (c0, buf) in parts {
+            let nc = buf.len() / m;
+            for r in 0..m {
+                c[r * n + c0..r * n + c0 + nc].copy_from_slice(&buf[r * nc..(r + 1) * nc]);
+            }
+        }
+        return;
+    }
+    // SAFETY: strides and sizes describe `a.data`, `b.data` and `c` (checked by the callers' views).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.data.as_ptr(),
+            a.row_stride,
+            a.col_stride,
+            b.data.as_ptr(),
+            b.row_stride,
+            b.col_stride,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// Few-row products against a matrix whose columns are contiguous, `C = X W^T`
+/// with `W` stored `(N, K)` row-major, as every `Linear` weight is: each output
+/// is a dot product of two contiguous rows, so the weights stream from memory
+/// exactly once, split between threads. This is the decode path (M = 1..4),
+/// where the product is bound by memory bandwidth, not arithmetic, and
+/// packing would only add traffic.
+///
+/// # Panics
+/// If the sizes do not chain.
+pub fn matvec_rows(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, c: &mut [f32]) {
+    assert_eq!(x.len(), m * k, "matvec: x has {} floats, expected {m} x {k}", x.len());
+    assert_eq!(w.len(), n * k, "matvec: w has {} floats, expected {n} x {k}", w.len());
+    assert_eq!(c.len(), m * n, "matvec: output has {} floats, expected {m} x {n}", c.len());
+    const CHUNK: usize = 256;
+    let mut out_t = vec![0.0f32; n * m]; // (N, M): each thread writes whole rows
+    out_t.par_chunks_mut(CHUNK * m).enumerate().for_each(|(ci, block)| {
+        for (jj, outs) in block.chunks_exact_mut(m).enumerate() {
+            let j = ci * CHUNK + jj;
+            let wj = &w[j * k..(j + 1) * k];
+            for (i, o) in outs.iter_mut().enumerate() {
+                *o = dot(&x[i * k..(i + 1) * k], wj);
+            }
+        }
+    });
+    for j in 0..n {
+        for i in 0..m {
+            c[i * n + j] = out_t[j * m + i];
+        }
+    }
+}
+
+/// A dot product with eight independent partial sums, which the compiler
+/// vectorises (the sums are reassociated, unlike a single running total).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (xa, xb) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += xa[l] * xb[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
