@@ -7,6 +7,7 @@
 //! Python pipeline returns for that input. Errors are one line on stderr and
 //! a non-zero exit.
 
+mod bench;
 mod heatmap;
 mod pyjson;
 
@@ -54,6 +55,42 @@ enum Task {
     Attention(AttentionArgs),
     /// Walk through one attention head of one layer, step by step, with the real numbers.
     Explain(ExplainArgs),
+    /// Time a task (or `gemm`) and print one JSON object.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// `gemm`, or a task: sentiment-analysis, feature-extraction, text-generation, summarization.
+    target: String,
+    /// The checkpoint (tasks only).
+    #[arg(long, value_name = "DIR | ORG/NAME")]
+    model: Option<String>,
+    /// Timed runs after one load; the median and minimum are reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Inputs per call (encoder tasks).
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Synthetic inputs of exactly this many tokens (no INPUT needed).
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Generation steps (EOS ignored).
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    #[arg(long)]
+    num_beams: Option<usize>,
+    /// gemm: rows of A and C.
+    #[arg(long, default_value_t = 1024)]
+    m: usize,
+    /// gemm: columns of B and C.
+    #[arg(long, default_value_t = 1024)]
+    n: usize,
+    /// gemm: the inner dimension.
+    #[arg(long, default_value_t = 1024)]
+    k: usize,
+    /// The input text (instead of --seq-len).
+    input: Option<String>,
 }
 
 #[derive(Args)]
@@ -587,6 +624,17 @@ fn run(cli: Cli) -> Result<Option<Output>> {
         Task::Summarization(args) => summarization(args)?,
         Task::Attention(args) => attention(args)?,
         Task::Explain(args) => return Ok(Some(Output::Text(explain(args)?))),
+        Task::Bench(args) => bench::bench(&bench::BenchSettings {
+            target: args.target,
+            model: args.model,
+            runs: args.runs,
+            batch_size: args.batch_size,
+            seq_len: args.seq_len,
+            max_new_tokens: args.max_new_tokens,
+            num_beams: args.num_beams,
+            input: args.input,
+            mnk: (args.m, args.n, args.k),
+        })?,
     })))
 }
 

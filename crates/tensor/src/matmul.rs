@@ -45,10 +45,16 @@ pub fn matmul_naive(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     c
 }
 
+/// Up to this many rows, a product with a `Linear` weight is done as dot
+/// products ([`gemm::matvec_rows`]): the weight is streamed once and the rows
+/// stay in L1, while packing it for the blocked kernel would cost more than
+/// the arithmetic (measured: 9 x 768 x 768 took 0.8 ms packed, see BENCHMARKS.md).
+const MATVEC_MAX_ROWS: usize = 16;
+
 /// `C = A B`, the production path; any strides (transposed views are free).
 ///
 /// Chooses, in order:
-/// 1. up to 4 rows against a matrix with contiguous columns (a `Linear`
+/// 1. up to [`MATVEC_MAX_ROWS`] rows against a matrix with contiguous columns (a `Linear`
 ///    weight read as `W^T`): [`gemm::matvec_rows`], bandwidth-bound dot products;
 /// 2. with AVX2+FMA and non-negative strides: our packed kernel, [`gemm::sgemm`];
 /// 3. otherwise the `matrixmultiply` crate ([`matmul_matrixmultiply`]).
@@ -73,7 +79,7 @@ pub fn matmul(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
         return Array2::zeros((m, n));
     }
     let mut c = vec![0.0f32; m * n];
-    if m <= 4 && b.strides() == [1, k as isize] {
+    if m <= MATVEC_MAX_ROWS && b.strides() == [1, k as isize] {
         let x = a.as_standard_layout();
         // SAFETY: b's strides are (1, k): its n columns are n contiguous rows of k floats.
         let w = unsafe { std::slice::from_raw_parts(b.as_ptr(), n * k) };

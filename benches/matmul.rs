@@ -1,0 +1,53 @@
+//! Matrix-multiply kernels side by side: the naive triple loop (small shapes
+//! only), the `matrixmultiply` crate, and ours (`tensor::matmul`: the packed
+//! AVX2+FMA kernel, or the dot-product path for few rows). Criterion's
+//! throughput is in floating-point operations (`2 M N K` per product), so
+//! "Gelem/s" reads as GFLOP/s.
+//!
+//! `cargo bench --bench matmul`
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ndarray::Array2;
+
+/// (name, M, K, N): square sizes, then the shapes the models run.
+const SHAPES: [(&str, usize, usize, usize); 7] = [
+    ("square-1024", 1024, 1024, 1024),
+    ("square-2048", 2048, 2048, 2048),
+    ("distilbert-1-sentence-qkv", 9, 768, 768),
+    ("distilbert-batch-ffn", 128, 768, 3072),
+    ("gpt2-decode-c_attn", 1, 768, 2304),
+    ("gpt2-decode-lm_head", 1, 768, 50257),
+    ("distilbart-encoder-ffn", 347, 1024, 4096),
+];
+
+fn filled(rows: usize, cols: usize, seed: usize) -> Array2<f32> {
+    Array2::from_shape_fn((rows, cols), |(i, j)| ((i * 31 + j * 17 + seed) % 23) as f32 * 0.01 - 0.1)
+}
+
+fn kernels(c: &mut Criterion) {
+    for (name, m, k, n) in SHAPES {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        if m * n * k > 100_000_000 {
+            group.sample_size(10);
+        }
+        let a = filled(m, k, 1);
+        // The weight is stored (N, K) as in nn.Linear and read transposed, as the models do.
+        let w = filled(n, k, 2);
+        if m * n * k <= 50_000_000 {
+            group.bench_function(BenchmarkId::new("naive", ""), |bch| {
+                bch.iter(|| black_box(tensor::matmul_naive(a.view(), w.t())))
+            });
+        }
+        group.bench_function(BenchmarkId::new("matrixmultiply", ""), |bch| {
+            bch.iter(|| black_box(tensor::matmul_matrixmultiply(a.view(), w.t())))
+        });
+        group.bench_function(BenchmarkId::new("ours", ""), |bch| {
+            bch.iter(|| black_box(tensor::matmul(a.view(), w.t())))
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);
