@@ -306,18 +306,6 @@ struct SummarizationArgs {
 impl SummarizationArgs {
     /// The flags that were given, as generation settings (HF names).
     fn overrides(&self) -> Result<Value> {
-        let mut map = serde_json::Map::new();
-        let mut set = |key: &str, v: Option<Value>| {
-            if let Some(v) = v {
-                map.insert(key.to_string(), v);
-            }
-        };
-        set("min_length", self.min_length.map(Value::from));
-        set("max_length", self.max_length.map(Value::from));
-        set("num_beams", self.num_beams.map(Value::from));
-        set("num_return_sequences", self.num_return_sequences.map(Value::from));
-        set("length_penalty", self.length_penalty.map(Value::from));
-        set("no_repeat_ngram_size", self.no_repeat_ngram_size.map(Value::from));
         let early = match self.early_stopping.as_deref() {
             None => None,
             Some("true") => Some(Value::Bool(true)),
@@ -325,8 +313,15 @@ impl SummarizationArgs {
             Some("never") => Some(Value::from("never")),
             Some(other) => anyhow::bail!("--early-stopping takes true, false or never, not `{other}`"),
         };
-        set("early_stopping", early);
-        Ok(Value::Object(map))
+        Ok(settings(&[
+            ("min_length", self.min_length.map(Value::from)),
+            ("max_length", self.max_length.map(Value::from)),
+            ("num_beams", self.num_beams.map(Value::from)),
+            ("num_return_sequences", self.num_return_sequences.map(Value::from)),
+            ("length_penalty", self.length_penalty.map(Value::from)),
+            ("no_repeat_ngram_size", self.no_repeat_ngram_size.map(Value::from)),
+            ("early_stopping", early),
+        ]))
     }
 }
 
@@ -424,27 +419,28 @@ struct GenerationArgs {
 impl GenerationArgs {
     /// The flags that were given, as generation settings (HF names).
     fn overrides(&self) -> Value {
-        let mut map = serde_json::Map::new();
-        let mut set = |key: &str, v: Option<Value>| {
-            if let Some(v) = v {
-                map.insert(key.to_string(), v);
-            }
-        };
-        set("max_new_tokens", self.max_new_tokens.map(Value::from));
-        set("max_length", self.max_length.map(Value::from));
-        set("min_new_tokens", self.min_new_tokens.map(Value::from));
-        set("min_length", self.min_length.map(Value::from));
-        set("do_sample", self.do_sample.map(Value::from));
-        set("temperature", self.temperature.map(Value::from));
-        set("top_k", self.top_k.map(Value::from));
-        set("top_p", self.top_p.map(Value::from));
-        set("num_beams", self.num_beams.map(Value::from));
-        set("num_return_sequences", self.num_return_sequences.map(Value::from));
-        set("length_penalty", self.length_penalty.map(Value::from));
-        set("repetition_penalty", self.repetition_penalty.map(Value::from));
-        set("no_repeat_ngram_size", self.no_repeat_ngram_size.map(Value::from));
-        Value::Object(map)
+        settings(&[
+            ("max_new_tokens", self.max_new_tokens.map(Value::from)),
+            ("max_length", self.max_length.map(Value::from)),
+            ("min_new_tokens", self.min_new_tokens.map(Value::from)),
+            ("min_length", self.min_length.map(Value::from)),
+            ("do_sample", self.do_sample.map(Value::from)),
+            ("temperature", self.temperature.map(Value::from)),
+            ("top_k", self.top_k.map(Value::from)),
+            ("top_p", self.top_p.map(Value::from)),
+            ("num_beams", self.num_beams.map(Value::from)),
+            ("num_return_sequences", self.num_return_sequences.map(Value::from)),
+            ("length_penalty", self.length_penalty.map(Value::from)),
+            ("repetition_penalty", self.repetition_penalty.map(Value::from)),
+            ("no_repeat_ngram_size", self.no_repeat_ngram_size.map(Value::from)),
+        ])
     }
+}
+
+/// The generation settings given on the command line, as a JSON object with
+/// Hugging Face's names (flags left out are absent).
+fn settings(pairs: &[(&str, Option<Value>)]) -> Value {
+    Value::Object(pairs.iter().filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v))).collect())
 }
 
 /// Reads inputs from stdin, one per line.

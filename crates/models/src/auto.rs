@@ -24,16 +24,29 @@ fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
 }
 
 /// Loads the tokenizer and checks every id it can produce has an embedding row.
-fn load_tokenizer(dir: &Path, encoder: &dyn Encoder) -> Result<TextTokenizer> {
-    let tokenizer = TextTokenizer::from_dir(dir, encoder.max_positions())?;
-    if tokenizer.vocab_size() > encoder.vocab_size() {
+///
+/// # Errors
+/// If tokenizer.json cannot be loaded or has more tokens than `vocab_size`.
+pub fn load_tokenizer(dir: &Path, max_positions: usize, vocab_size: usize) -> Result<TextTokenizer> {
+    let tokenizer = TextTokenizer::from_dir(dir, max_positions)?;
+    if tokenizer.vocab_size() > vocab_size {
         bail!(
-            "tokenizer.json has {} tokens but the model embeds only {} (vocab_size); the tokenizer does not belong to this checkpoint",
-            tokenizer.vocab_size(),
-            encoder.vocab_size()
+            "tokenizer.json has {} tokens but the model embeds only {vocab_size} (vocab_size); the tokenizer does not belong to this checkpoint",
+            tokenizer.vocab_size()
         );
     }
     Ok(tokenizer)
+}
+
+/// Checks `config.json`'s `model_type` is `expected`, naming the task and the supported types otherwise.
+///
+/// # Errors
+/// On another or a missing `model_type`.
+pub fn require_model_type(config: &Value, expected: &str, task: &str) -> Result<()> {
+    match model_type(config)? {
+        t if t == expected => Ok(()),
+        other => bail!("model_type `{other}` is not supported for {task} (supported: {expected})"),
+    }
 }
 
 /// Loads the base encoder of a checkpoint (as `AutoModel` does), whether the
@@ -62,7 +75,7 @@ pub fn load_encoder(dir: &Path) -> Result<(Box<dyn Encoder>, TextTokenizer)> {
         }
         other => bail!("model_type `{other}` is not supported for this task (supported: {ENCODER_MODEL_TYPES})"),
     };
-    let tokenizer = load_tokenizer(dir, encoder.as_ref())?;
+    let tokenizer = load_tokenizer(dir, encoder.max_positions(), encoder.vocab_size())?;
     Ok((encoder, tokenizer))
 }
 
@@ -90,6 +103,6 @@ pub fn load_classifier(dir: &Path) -> Result<(Box<dyn SequenceClassifier>, Class
             bail!("model_type `{other}` is not supported for text classification (supported: {ENCODER_MODEL_TYPES})")
         }
     };
-    let tokenizer = load_tokenizer(dir, model.encoder())?;
+    let tokenizer = load_tokenizer(dir, model.encoder().max_positions(), model.encoder().vocab_size())?;
     Ok((model, labels, tokenizer))
 }

@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::auto::{load_tokenizer, require_model_type};
 use crate::bart::{BartConfig, BartForConditionalGeneration, BartSession};
 use crate::config::{parse, read_config};
 use crate::generation::search::generate;
@@ -49,24 +50,11 @@ impl Summarization {
     /// misshapen tensor, or a tokenizer that does not fit the model.
     pub fn load(dir: &Path) -> Result<Self> {
         let config = read_config(dir)?;
-        match config.get("model_type").and_then(Value::as_str) {
-            Some("bart") => {}
-            Some(other) => {
-                bail!("model_type `{other}` is not supported for summarization (supported: {SEQ2SEQ_MODEL_TYPES})")
-            }
-            None => bail!("config.json has no `model_type`"),
-        }
+        require_model_type(&config, SEQ2SEQ_MODEL_TYPES, "summarization")?;
         let bart_config: BartConfig = parse(&config, "BART")?;
         let ckpt = Checkpoint::open(dir.join("model.safetensors"))?;
         let model = BartForConditionalGeneration::load(&ckpt.root(), bart_config)?;
-        let tokenizer = TextTokenizer::from_dir(dir, model.config.max_position_embeddings)?;
-        if tokenizer.vocab_size() > model.config.vocab_size {
-            bail!(
-                "tokenizer.json has {} tokens but the model embeds only {}; the tokenizer does not belong to this checkpoint",
-                tokenizer.vocab_size(),
-                model.config.vocab_size
-            );
-        }
+        let tokenizer = load_tokenizer(dir, model.config.max_position_embeddings, model.config.vocab_size)?;
         let mut defaults = GenerationConfig::from_model_dir(dir, &config)?;
         if let Some(task) = config.get("task_specific_params").and_then(|t| t.get("summarization")) {
             defaults.update(task)?;

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use serde_json::Value;
 
+use crate::auto::{load_tokenizer, require_model_type};
 use crate::config::{parse, read_config};
 use crate::generation::search::generate;
 use crate::generation::GenerationConfig;
@@ -42,23 +42,10 @@ impl TextGeneration {
     /// misshapen tensor, or a tokenizer that does not fit the model.
     pub fn load(dir: &Path) -> Result<Self> {
         let config = read_config(dir)?;
-        match config.get("model_type").and_then(Value::as_str) {
-            Some("gpt2") => {}
-            Some(other) => {
-                bail!("model_type `{other}` is not supported for text generation (supported: {CAUSAL_LM_MODEL_TYPES})")
-            }
-            None => bail!("config.json has no `model_type`"),
-        }
+        require_model_type(&config, CAUSAL_LM_MODEL_TYPES, "text generation")?;
         let ckpt = Checkpoint::open(dir.join("model.safetensors"))?;
         let model = Gpt2LmHeadModel::load(&ckpt.root(), parse(&config, "GPT-2")?)?;
-        let tokenizer = TextTokenizer::from_dir(dir, model.config.n_positions)?;
-        if tokenizer.vocab_size() > model.config.vocab_size {
-            bail!(
-                "tokenizer.json has {} tokens but the model embeds only {}; the tokenizer does not belong to this checkpoint",
-                tokenizer.vocab_size(),
-                model.config.vocab_size
-            );
-        }
+        let tokenizer = load_tokenizer(dir, model.config.n_positions, model.config.vocab_size)?;
         let mut defaults = GenerationConfig::from_model_dir(dir, &config)?;
         if let Some(task) = config.get("task_specific_params").and_then(|t| t.get("text-generation")) {
             defaults.update(task)?;
