@@ -466,14 +466,25 @@ fn png_size(path: &Path) -> (u64, u64) {
 #[test]
 fn attention_heatmaps_are_drawn_for_every_family() {
     let seed = "We are SI Dream Engineering Team.";
+    let minilm = common::repo_root().join(".cache").join("all-MiniLM-L6-v2");
+    if !minilm.join("model.safetensors").is_file() {
+        let fetch = common::repo_root().join("scripts").join("fetch-minilm.sh");
+        assert!(Command::new("bash").arg(fetch).status().unwrap().success(), "could not fetch all-MiniLM-L6-v2");
+    }
     for (name, kind, layers, heads) in [
         ("bert-tiny", "self", 2, 4),
+        ("bert-tiny-seqcls", "self", 2, 4),
         ("distilbert-sst2-tiny", "self", 2, 4),
+        ("distilbert-sinusoidal-multilabel", "self", 2, 4),
         ("gpt2-tiny", "self", 2, 4),
+        ("gpt2-legacy-tiny", "self", 2, 2),
         ("bart-tiny", "self", 3, 4),
         ("bart-tiny", "cross", 2, 4),
+        ("bart-legacy-tiny", "self", 3, 4),
+        ("bart-legacy-tiny", "cross", 2, 4),
+        ("all-MiniLM-L6-v2", "self", 6, 12),
     ] {
-        let model = fixture(name);
+        let model = if name == "all-MiniLM-L6-v2" { minilm.clone() } else { fixture(name) };
         // every layer and head, as PNG: the JSON reports what was drawn and the picture's size
         let png = scratch_file(&format!("{name}-{kind}.png"));
         let out = stdout_json(&pipeline(&[
@@ -492,6 +503,7 @@ fn attention_heatmaps_are_drawn_for_every_family() {
 
         // one head as SVG: one cell per (query, key) pair, the title names model, layer and head
         let svg = scratch_file(&format!("{name}-{kind}.svg"));
+        let head = (heads - 1).min(2);
         let out = stdout_json(&pipeline(&[
             "attention",
             "--model",
@@ -501,16 +513,17 @@ fn attention_heatmaps_are_drawn_for_every_family() {
             "--layer",
             "1",
             "--head",
-            "2",
+            &head.to_string(),
             "--out",
             svg.to_str().unwrap(),
             seed,
         ]));
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(text.starts_with("<svg"), "{name}: not an SVG");
-        assert!(text.contains(&format!("{name}: {kind} attention, layer 1, head 2")), "{name}: title");
+        let shown = model.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(text.contains(&format!("{shown}: {kind} attention, layer 1, head {head}")), "{name}: title");
         let cells = text.matches("width=\"16\" height=\"16\"").count();
-        assert!(cells > 0 && out["layers"] == serde_json::json!([1]) && out["heads"] == serde_json::json!([2]));
+        assert!(cells > 0 && out["layers"] == serde_json::json!([1]) && out["heads"] == serde_json::json!([head]));
         if kind == "self" {
             let tokens = (cells as f64).sqrt() as usize;
             assert_eq!(tokens * tokens, cells, "{name}: a self-attention map is square");
