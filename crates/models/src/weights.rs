@@ -107,6 +107,17 @@ impl Checkpoint {
                 bail!("tensor `{name}` is {other:?}; only F32, F16 and BF16 weights are supported")
             }
         };
+        // The owned f32 copy is what the model keeps: hand the file's pages back
+        // to the kernel now, so that peak memory stays near one copy of the
+        // checkpoint instead of two (mapped file + converted tensors).
+        #[cfg(unix)]
+        {
+            let (start, len) = (self.data_start + info.data_offsets.0, info.data_offsets.1 - info.data_offsets.0);
+            // SAFETY: the map is a read-only file mapping and no borrow of these bytes
+            // outlives this point; MADV_DONTNEED only drops pages, which later reads
+            // fault back in from the file unchanged. Failure is harmless, so it is ignored.
+            let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+        }
         let numel: usize = expected.iter().product();
         if values.len() != numel {
             bail!("tensor `{name}` holds {} values, its shape {:?} needs {numel}", values.len(), expected);

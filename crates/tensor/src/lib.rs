@@ -14,4 +14,4 @@ pub mod matmul;
 pub mod ops;
 
 pub use matmul::{batched_matmul, matmul, matmul_matrixmultiply, matmul_naive};
-pub use ops::{erf, gelu_erf, gelu_tanh, layer_norm, softmax_last_dim, softmax_naive};
+pub use ops::{erf, erf_fast, gelu_erf, gelu_erf_reference, gelu_tanh, layer_norm, softmax_last_dim, softmax_naive};
