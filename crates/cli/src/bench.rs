@@ -1,8 +1,9 @@
 //! `pipeline bench`: timings a user can reproduce, as one JSON object.
 //!
 //! A run is one whole pipeline call after loading (tokenize, forward or
-//! generate, post-process). `load_ms` is the time to load the checkpoint and
-//! the tokenizer. Generation runs exactly `--max-new-tokens` steps (EOS
+//! generate, post-process); one untimed warm-up run comes first. `load_ms` is
+//! the time to load the checkpoint and the tokenizer; for generation,
+//! `first_token_ms_after_load` is the first token of the warm-up (cold) run. Generation runs exactly `--max-new-tokens` steps (EOS
 //! suppressed, as PyTorch's `min_new_tokens` does), and `tokens_per_s` is new
 //! tokens per second of the whole call, prefill included.
 
@@ -38,8 +39,10 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Runs `f` `runs` times; returns (median, min) in milliseconds.
+/// Runs `f` once untimed (a warm-up: first-touch page faults, thread-pool
+/// start), then `runs` times; returns (median, min) in milliseconds.
 fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+    f()?;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         let start = Instant::now();
