@@ -17,8 +17,10 @@
 //!
 //! With AVX2 and FMA (16 registers of 8 floats) the kernel is 6 x 16: 12
 //! accumulators, 2 registers for the `B` row and 1 for the broadcast `A`
-//! value. Edge blocks are computed into a scratch tile and copied. The
-//! threads (rayon) split the columns of `C`, each packing its own panels.
+//! value. Each tile is computed in registers and added to `C` (edges
+//! clipped). The threads (rayon) split the rows of `C` for tall products
+//! (each packs `B` for itself and writes its rows in place), the columns for
+//! short ones.
 //!
 //! The kernel is chosen at run time; without AVX2+FMA, or off x86-64,
 //! [`sgemm`] falls back to the `matrixmultiply` crate.
@@ -137,18 +139,19 @@ unsafe fn kernel_6x16(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]
     }
 }
 
-/// Computes the columns `c0..c0+nc` of `C` (row-major, `ldc` floats per row),
-/// written to `c_cols`, which starts at column `c0` of row 0.
+/// Computes the block `C[r0..r0+mt, c0..c0+nc]` into `out` (row-major, `ldc`
+/// floats per row, starting at the block's first element), accumulating.
 #[cfg(target_arch = "x86_64")]
-fn gemm_columns(a: &MatRef, b: &MatRef, c_cols: &mut [f32], ldc: usize, c0: usize, nc: usize) {
-    let (m, k) = (a.rows, a.cols);
+#[allow(clippy::too_many_arguments)]
+fn gemm_block(a: &MatRef, r0: usize, mt: usize, b: &MatRef, c0: usize, nc: usize, out: &mut [f32], ldc: usize) {
+    let k = a.cols;
     let (mut packed_a, mut packed_b) = (Vec::new(), Vec::new());
     for p0 in (0..k).step_by(KC) {
         let kc = KC.min(k - p0);
         pack_b(b, p0, kc, c0, nc, &mut packed_b);
-        for r0 in (0..m).step_by(MC) {
-            let mc = MC.min(m - r0);
-            pack_a(a, r0, mc, p0, kc, &mut packed_a);
+        for i0 in (0..mt).step_by(MC) {
+            let mc = MC.min(mt - i0);
+            pack_a(a, r0 + i0, mc, p0, kc, &mut packed_a);
             for (jp, bpanel) in packed_b.chunks_exact(kc * NR).enumerate() {
                 let width = NR.min(nc - jp * NR);
                 for (ip, apanel) in packed_a.chunks_exact(kc * MR).enumerate() {
@@ -157,9 +160,9 @@ fn gemm_columns(a: &MatRef, b: &MatRef, c_cols: &mut [f32], ldc: usize, c0: usiz
                     // SAFETY: callers reach this only after has_simd_kernel(); panel sizes match kc.
                     unsafe { kernel_6x16(kc, apanel, bpanel, &mut tile) };
                     for i in 0..height {
-                        let row = (r0 + ip * MR + i) * ldc + jp * NR;
-                        for j in 0..width {
-                            c_cols[row + j] += tile[i * NR + j];
+                        let row = (i0 + ip * MR + i) * ldc + jp * NR;
+                        for (o, t) in out[row..row + width].iter_mut().zip(&tile[i * NR..i * NR + width]) {
+                            *o += t;
                         }
                     }
                 }
@@ -183,19 +186,33 @@ pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32]) {
     }
     #[cfg(target_arch = "x86_64")]
     if has_simd_kernel() {
-        // Split the columns of C between threads, in whole NR panels.
         let threads = rayon::current_num_threads().max(1);
-        let per_thread = n.div_ceil(threads).div_ceil(NR) * NR;
-        let mut parts: Vec<(usize, Vec<f32>)> = (0..n).step_by(per_thread.max(NR)).map(|c0| (c0, Vec::new())).collect();
-        if parts.len() == 1 {
-            gemm_columns(&a, &b, c, n, 0, n);
+        if threads > 1 && m >= threads * MC {
+            // Tall products: split the rows of C between threads; each writes its
+            // own rows in place and packs B for itself.
+            let rows_per = m.div_ceil(threads).div_ceil(MR) * MR;
+            c.par_chunks_mut(rows_per * n).enumerate().for_each(|(t, rows)| {
+                gemm_block(&a, t * rows_per, rows.len() / n, &b, 0, n, rows, n);
+            });
             return;
         }
-        parts.par_iter_mut().for_each(|(c0, buf)| {
-            let nc = per_thread.min(n - *c0);
-            buf.resize(m * nc, 0.0);
-            gemm_columns(&a, &b, buf, nc, *c0, nc);
-        });
+        // Short products: split the columns of C, in whole NR panels.
+        let per_thread = n.div_ceil(threads).div_ceil(NR) * NR;
+        if threads == 1 || per_thread >= n {
+            gemm_block(&a, 0, m, &b, 0, n, c, n);
+            return;
+        }
+        let parts: Vec<(usize, Vec<f32>)> = (0..n)
+            .step_by(per_thread)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|c0| {
+                let nc = per_thread.min(n - c0);
+                let mut buf = vec![0.0; m * nc];
+                gemm_block(&a, 0, m, &b, c0, nc, &mut buf, nc);
+                (c0, buf)
+            })
+            .collect();
         for (c0, buf) in parts {
             let nc = buf.len() / m;
             for r in 0..m {

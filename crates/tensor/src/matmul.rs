@@ -217,8 +217,8 @@ mod tests {
 
     #[test]
     fn packed_kernel_handles_blocks_larger_than_its_caches() {
-        // K > KC, M > MC and N over several NR panels and threads, with tails everywhere
-        let (m, k, n) = (gemm::MC + gemm::MR + 1, gemm::KC * 2 + 3, gemm::NR * 5 + 7);
+        // K > KC, M over several MC blocks (rows split between threads), N over several NR panels, tails everywhere
+        let (m, k, n) = (2 * gemm::MC + gemm::MR + 1, gemm::KC * 2 + 3, gemm::NR * 5 + 7);
         let a = filled((m, k), 5);
         let b = filled((k, n), 6);
         let diff = max_abs_diff(&matmul(a.view(), b.view()), &matmul_naive(a.view(), b.view()));
