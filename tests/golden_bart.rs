@@ -53,14 +53,8 @@ fn beam_search_summaries_match_transformers() {
         let dir = fixture(name);
         let reference = Reference::load(&dir);
         let pipe = Summarization::load(&dir).unwrap();
-        let inputs = reference.inputs();
         for case in reference.cases() {
-            let source = match case["source"].as_str().unwrap() {
-                "news" => &inputs[0].0,
-                "accents" => &inputs[1].0,
-                "too_long" => &inputs[2].0,
-                other => panic!("unknown source {other}"),
-            };
+            let source = &reference.case_input(case, "source");
             let mut config = pipe.defaults.clone();
             config.update(&case["generate_kwargs"]).unwrap();
             let got = pipe.summarize(source, &config).unwrap();

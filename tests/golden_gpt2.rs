@@ -73,17 +73,9 @@ fn check_generation_cases(name: &str) {
     let dir = fixture(name);
     let reference = Reference::load(&dir);
     let pipe = TextGeneration::load(&dir).unwrap();
-    let prompts: Vec<(String, Vec<u32>)> = reference.inputs();
     for case in reference.cases() {
         let case_name = case["name"].as_str().unwrap();
-        let prompt_key = case["prompt"].as_str().unwrap();
-        let prompt = match prompt_key {
-            "seed" => &prompts[0].0,
-            "cjk" => &prompts[1].0,
-            "trailing_space" => &prompts[2].0,
-            "accents" => &prompts[3].0,
-            other => panic!("unknown prompt {other}"),
-        };
+        let prompt = &reference.case_input(case, "prompt");
         let mut config = pipe.defaults.clone();
         config.update(&case["generate_kwargs"]).unwrap();
         let got: Vec<Vec<u32>> =

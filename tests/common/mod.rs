@@ -64,6 +64,18 @@ impl Reference {
             .collect()
     }
 
+    /// The input text a generation case names: `case[field]` is a key of
+    /// generate.py's GPT2_PROMPTS (`field = "prompt"`) or BART_SOURCES
+    /// (`field = "source"`), whose texts are the `inputs` in that order.
+    pub fn case_input(&self, case: &Value, field: &str) -> String {
+        const GPT2_PROMPTS: [&str; 4] = ["seed", "cjk", "trailing_space", "accents"];
+        const BART_SOURCES: [&str; 3] = ["news", "accents", "too_long"];
+        let keys: &[&str] = if field == "prompt" { &GPT2_PROMPTS } else { &BART_SOURCES };
+        let key = case[field].as_str().unwrap_or_else(|| panic!("case has no `{field}`"));
+        let i = keys.iter().position(|k| *k == key).unwrap_or_else(|| panic!("unknown {field} `{key}`"));
+        self.inputs()[i].0.clone()
+    }
+
     /// The `cases` list.
     pub fn cases(&self) -> &Vec<Value> {
         self.json["cases"].as_array().expect("cases")

@@ -110,7 +110,7 @@ struct ExplainArgs {
 
 /// Formats a matrix for the terminal: values rounded to 4 decimals, the
 /// middle rows and columns elided when there are many.
-fn format_matrix(values: &ndarray::Array2<f32>, labels: Option<&[String]>) -> String {
+fn format_matrix(values: &ndarray::Array2<f32>, labels: &[String]) -> String {
     const EDGE_ROWS: (usize, usize) = (4, 2);
     const EDGE_COLS: (usize, usize) = (4, 2);
     let (rows, cols) = values.dim();
@@ -124,10 +124,9 @@ fn format_matrix(values: &ndarray::Array2<f32>, labels: Option<&[String]>) -> St
     let cell = |v: f32| if v == f32::NEG_INFINITY { format!("{:>9}", "-inf") } else { format!("{v:>9.4}") };
     let mut out = String::new();
     for r in pick(rows, EDGE_ROWS) {
-        let label = match (r, labels) {
-            (Some(r), Some(l)) => l.get(r).cloned().unwrap_or_default(),
-            (None, _) => "...".to_string(),
-            (Some(r), None) => format!("{r}"),
+        let label = match r {
+            Some(r) => labels.get(r).cloned().unwrap_or_default(),
+            None => "...".to_string(),
         };
         out += &format!("   {:<14}", label.chars().take(14).collect::<String>());
         for c in pick(cols, EDGE_COLS) {
@@ -150,7 +149,7 @@ fn explain(args: ExplainArgs) -> Result<String> {
     for (i, st) in ex.steps.iter().enumerate() {
         let (r, k) = st.values.dim();
         out += &format!("{}. {}   shape ({r}, {k})\n   {}\n", i + 1, st.title, st.formula);
-        out += &format_matrix(&st.values, st.row_labels.then_some(ex.tokens.as_slice()));
+        out += &format_matrix(&st.values, &ex.tokens);
         out += "\n";
     }
     let diff = ex.output.iter().zip(ex.forward_output.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
@@ -270,27 +269,48 @@ fn attention(args: AttentionArgs) -> Result<Value> {
     )
 }
 
+/// Length and beam-search flags shared by `text-generation` and `summarization`.
+#[derive(Args)]
+struct SearchArgs {
+    /// Total length limit: the prompt (GPT-2) or the decoder start token (BART) included.
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// EOS is suppressed while the sequence (counted as for --max-length) is shorter than this.
+    #[arg(long)]
+    min_length: Option<usize>,
+    #[arg(long)]
+    num_beams: Option<usize>,
+    #[arg(long)]
+    num_return_sequences: Option<usize>,
+    /// Beam scores are `sum log p / length^X`: X > 0 favours longer sequences.
+    #[arg(long)]
+    length_penalty: Option<f32>,
+    #[arg(long)]
+    no_repeat_ngram_size: Option<usize>,
+}
+
+impl SearchArgs {
+    /// The flags that were given, with Hugging Face's setting names.
+    fn pairs(&self) -> Vec<(&'static str, Option<Value>)> {
+        vec![
+            ("max_length", self.max_length.map(Value::from)),
+            ("min_length", self.min_length.map(Value::from)),
+            ("num_beams", self.num_beams.map(Value::from)),
+            ("num_return_sequences", self.num_return_sequences.map(Value::from)),
+            ("length_penalty", self.length_penalty.map(Value::from)),
+            ("no_repeat_ngram_size", self.no_repeat_ngram_size.map(Value::from)),
+        ]
+    }
+}
+
 /// Flags of `summarization`; any left unset keep the checkpoint's settings.
 #[derive(Args)]
 struct SummarizationArgs {
     /// A checkpoint directory or a model id in the local Hugging Face cache.
     #[arg(long, value_name = "DIR | ORG/NAME")]
     model: String,
-    /// EOS is suppressed while the summary (decoder start included) is shorter than this.
-    #[arg(long)]
-    min_length: Option<usize>,
-    /// Longest summary, decoder start included.
-    #[arg(long)]
-    max_length: Option<usize>,
-    #[arg(long)]
-    num_beams: Option<usize>,
-    #[arg(long)]
-    num_return_sequences: Option<usize>,
-    /// Beam scores are `sum log p / length^X`: X > 0 favours longer summaries.
-    #[arg(long)]
-    length_penalty: Option<f32>,
-    #[arg(long)]
-    no_repeat_ngram_size: Option<usize>,
+    #[command(flatten)]
+    search: SearchArgs,
     /// When beam search stops: true (num_beams finished), false (heuristic) or never.
     #[arg(long, value_name = "true|false|never")]
     early_stopping: Option<String>,
@@ -313,15 +333,9 @@ impl SummarizationArgs {
             Some("never") => Some(Value::from("never")),
             Some(other) => anyhow::bail!("--early-stopping takes true, false or never, not `{other}`"),
         };
-        Ok(settings(&[
-            ("min_length", self.min_length.map(Value::from)),
-            ("max_length", self.max_length.map(Value::from)),
-            ("num_beams", self.num_beams.map(Value::from)),
-            ("num_return_sequences", self.num_return_sequences.map(Value::from)),
-            ("length_penalty", self.length_penalty.map(Value::from)),
-            ("no_repeat_ngram_size", self.no_repeat_ngram_size.map(Value::from)),
-            ("early_stopping", early),
-        ]))
+        let mut pairs = self.search.pairs();
+        pairs.push(("early_stopping", early));
+        Ok(settings(&pairs))
     }
 }
 
@@ -368,15 +382,9 @@ struct GenerationArgs {
     /// Tokens to generate after the prompt.
     #[arg(long)]
     max_new_tokens: Option<usize>,
-    /// Total length limit, prompt included (used when --max-new-tokens is not given).
-    #[arg(long)]
-    max_length: Option<usize>,
     /// EOS is suppressed until this many tokens were generated.
     #[arg(long)]
     min_new_tokens: Option<usize>,
-    /// EOS is suppressed while the sequence is shorter than this.
-    #[arg(long)]
-    min_length: Option<usize>,
     /// Sample (true) or decode greedily / by beam search (false).
     #[arg(long, value_name = "true|false")]
     do_sample: Option<bool>,
@@ -392,15 +400,9 @@ struct GenerationArgs {
     #[arg(long)]
     seed: Option<u64>,
     #[arg(long)]
-    num_beams: Option<usize>,
-    #[arg(long)]
-    num_return_sequences: Option<usize>,
-    #[arg(long)]
-    length_penalty: Option<f32>,
-    #[arg(long)]
     repetition_penalty: Option<f32>,
-    #[arg(long)]
-    no_repeat_ngram_size: Option<usize>,
+    #[command(flatten)]
+    search: SearchArgs,
     /// Include the prompt in generated_text.
     #[arg(long, value_name = "true|false", default_value_t = true, action = clap::ArgAction::Set)]
     return_full_text: bool,
@@ -419,21 +421,17 @@ struct GenerationArgs {
 impl GenerationArgs {
     /// The flags that were given, as generation settings (HF names).
     fn overrides(&self) -> Value {
-        settings(&[
+        let mut pairs = self.search.pairs();
+        pairs.extend([
             ("max_new_tokens", self.max_new_tokens.map(Value::from)),
-            ("max_length", self.max_length.map(Value::from)),
             ("min_new_tokens", self.min_new_tokens.map(Value::from)),
-            ("min_length", self.min_length.map(Value::from)),
             ("do_sample", self.do_sample.map(Value::from)),
             ("temperature", self.temperature.map(Value::from)),
             ("top_k", self.top_k.map(Value::from)),
             ("top_p", self.top_p.map(Value::from)),
-            ("num_beams", self.num_beams.map(Value::from)),
-            ("num_return_sequences", self.num_return_sequences.map(Value::from)),
-            ("length_penalty", self.length_penalty.map(Value::from)),
             ("repetition_penalty", self.repetition_penalty.map(Value::from)),
-            ("no_repeat_ngram_size", self.no_repeat_ngram_size.map(Value::from)),
-        ])
+        ]);
+        settings(&pairs)
     }
 }
 

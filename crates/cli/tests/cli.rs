@@ -315,15 +315,8 @@ fn text_generation_matches_the_python_pipeline() {
     for name in ["gpt2-tiny", "gpt2-legacy-tiny"] {
         let dir = fixture(name);
         let reference = Reference::load(&dir);
-        let prompts = reference.inputs();
         for case in reference.cases().iter().filter(|c| c.get("cli_args").is_some()) {
-            let prompt = match case["prompt"].as_str().unwrap() {
-                "seed" => &prompts[0].0,
-                "cjk" => &prompts[1].0,
-                "trailing_space" => &prompts[2].0,
-                "accents" => &prompts[3].0,
-                other => panic!("unknown prompt {other}"),
-            };
+            let prompt = &reference.case_input(case, "prompt");
             let mut args = vec!["text-generation", "--model", dir.to_str().unwrap()];
             let flags: Vec<&str> = case["cli_args"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
             args.extend(&flags);
@@ -396,14 +389,8 @@ fn summarization_matches_transformers() {
     for name in ["bart-tiny", "bart-legacy-tiny"] {
         let dir = fixture(name);
         let reference = Reference::load(&dir);
-        let inputs = reference.inputs();
         for case in reference.cases() {
-            let source = match case["source"].as_str().unwrap() {
-                "news" => &inputs[0].0,
-                "accents" => &inputs[1].0,
-                "too_long" => &inputs[2].0,
-                other => panic!("unknown source {other}"),
-            };
+            let source = &reference.case_input(case, "source");
             let mut args = vec!["summarization", "--model", dir.to_str().unwrap()];
             args.extend(case["cli_args"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()));
             args.extend(["--", source.as_str()]);

@@ -36,10 +36,8 @@ pub struct Block {
 pub struct Step {
     pub title: String,
     pub formula: String,
-    /// `(rows, cols)` of `values`.
+    /// `(T, cols)`: one row per token.
     pub values: Array2<f32>,
-    /// Row labels (tokens) when the rows are tokens.
-    pub row_labels: bool,
 }
 
 /// The whole walk-through of one layer and head.
@@ -52,8 +50,8 @@ pub struct Explanation {
     pub forward_output: Array2<f32>,
 }
 
-fn step(steps: &mut Vec<Step>, title: &str, formula: &str, values: &Array2<f32>, row_labels: bool) {
-    steps.push(Step { title: title.into(), formula: formula.into(), values: values.clone(), row_labels });
+fn step(steps: &mut Vec<Step>, title: &str, formula: &str, values: &Array2<f32>) {
+    steps.push(Step { title: title.into(), formula: formula.into(), values: values.clone() });
 }
 
 /// Walks `block` on its input `x` `(T, C)` for head `head`; `forward_output`
@@ -81,7 +79,6 @@ pub fn explain_block(
         "Input X",
         "X = the layer's input (token embeddings + positions, or the previous layer's output)",
         &x,
-        true,
     );
 
     // pre-LN models normalise before attention
@@ -92,7 +89,6 @@ pub fn explain_block(
             "Pre-attention LayerNorm",
             "X' = (X - mean) / sqrt(var + eps) * gamma + beta   (per row)",
             &xn,
-            true,
         );
         xn
     } else {
@@ -108,10 +104,9 @@ pub fn explain_block(
         &format!("Queries of head {head}"),
         &format!("Q = X W_q^T + b_q, columns {}..{} of (T, C)", head * hs, (head + 1) * hs),
         &qh,
-        true,
     );
-    step(&mut steps, &format!("Keys of head {head}"), "K = X W_k^T + b_k (same columns)", &kh, true);
-    step(&mut steps, &format!("Values of head {head}"), "V = X W_v^T + b_v (same columns)", &vh, true);
+    step(&mut steps, &format!("Keys of head {head}"), "K = X W_k^T + b_k (same columns)", &kh);
+    step(&mut steps, &format!("Values of head {head}"), "V = X W_v^T + b_v (same columns)", &vh);
 
     // scores, mask, softmax, context for every head (the output projection mixes them all)
     let mask = AttentionMask::new(None, 1, t, t, block.causal);
@@ -132,7 +127,6 @@ pub fn explain_block(
                 "Scores",
                 &format!("S = Q K^T / sqrt(hs), hs = {hs}   (query rows, key columns)"),
                 &scores,
-                true,
             );
             let shown = bias.mapv(|b| if b == 0.0 { 0.0 } else { f32::NEG_INFINITY });
             let rule = if block.causal {
@@ -140,32 +134,20 @@ pub fn explain_block(
             } else {
                 "M = 0 (one unpadded input: every key is visible)"
             };
-            step(&mut steps, "Mask", rule, &shown, true);
-            step(
-                &mut steps,
-                "Attention probabilities",
-                "P = softmax(S + M) along each row (rows sum to 1)",
-                &probs,
-                true,
-            );
-            step(&mut steps, &format!("Context of head {head}"), "Z = P V", &ctx, true);
+            step(&mut steps, "Mask", rule, &shown);
+            step(&mut steps, "Attention probabilities", "P = softmax(S + M) along each row (rows sum to 1)", &probs);
+            step(&mut steps, &format!("Context of head {head}"), "Z = P V", &ctx);
         }
     }
-    step(
-        &mut steps,
-        "All heads concatenated",
-        &format!("Z = [Z_0 | Z_1 | ... | Z_{}], (T, C)", nh - 1),
-        &context,
-        true,
-    );
+    step(&mut steps, "All heads concatenated", &format!("Z = [Z_0 | Z_1 | ... | Z_{}], (T, C)", nh - 1), &context);
     let o = block.output.forward(context.view());
-    step(&mut steps, "Output projection", "O = Z W_o^T + b_o", &o, true);
+    step(&mut steps, "Output projection", "O = Z W_o^T + b_o", &o);
 
     let out = if block.pre_ln {
         let a = &x + &o;
-        step(&mut steps, "Residual", "A = X + O", &a, true);
+        step(&mut steps, "Residual", "A = X + O", &a);
         let an = block.ffn_ln.forward(a.view());
-        step(&mut steps, "Pre-feed-forward LayerNorm", "A' = LayerNorm(A)", &an, true);
+        step(&mut steps, "Pre-feed-forward LayerNorm", "A' = LayerNorm(A)", &an);
         let mut h = block.fc1.forward(an.view());
         block.activation.apply(&mut h);
         step(
@@ -173,14 +155,13 @@ pub fn explain_block(
             "Feed-forward, hidden",
             &format!("H = act(A' W_1^T + b_1), act = {:?}, (T, F)", block.activation),
             &h,
-            true,
         );
         let y = &a + &block.fc2.forward(h.view());
-        step(&mut steps, "Residual", "Y = A + H W_2^T + b_2", &y, true);
+        step(&mut steps, "Residual", "Y = A + H W_2^T + b_2", &y);
         y
     } else {
         let a = block.attn_ln.forward((&x + &o).view());
-        step(&mut steps, "Residual and LayerNorm", "A = LayerNorm(X + O)", &a, true);
+        step(&mut steps, "Residual and LayerNorm", "A = LayerNorm(X + O)", &a);
         let mut h = block.fc1.forward(a.view());
         block.activation.apply(&mut h);
         step(
@@ -188,16 +169,15 @@ pub fn explain_block(
             "Feed-forward, hidden",
             &format!("H = act(A W_1^T + b_1), act = {:?}, (T, F)", block.activation),
             &h,
-            true,
         );
         let y = block.ffn_ln.forward((&a + &block.fc2.forward(h.view())).view());
-        step(&mut steps, "Residual and LayerNorm", "Y = LayerNorm(A + H W_2^T + b_2)", &y, true);
+        step(&mut steps, "Residual and LayerNorm", "Y = LayerNorm(A + H W_2^T + b_2)", &y);
         y
     };
     let output = match &block.final_ln {
         Some(ln) => {
             let y = ln.forward(out.view());
-            step(&mut steps, "Final LayerNorm (ln_f)", "the last block's output goes through ln_f", &y, true);
+            step(&mut steps, "Final LayerNorm (ln_f)", "the last block's output goes through ln_f", &y);
             y
         }
         None => out,
