@@ -10,6 +10,7 @@
 //! `(M, K) x (K, N) -> (M, N)`; `B` is a batch of independent matrices.
 
 pub mod gemm;
+pub mod matvec;
 pub mod matmul;
 pub mod ops;
 

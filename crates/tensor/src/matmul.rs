@@ -9,7 +9,7 @@
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
 
-use crate::gemm;
+use crate::{gemm, matvec};
 use rayon::prelude::*;
 
 /// `C = A B`, the textbook triple loop, accumulating in f32 in `k` order.
@@ -46,7 +46,7 @@ pub fn matmul_naive(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
 }
 
 /// Up to this many rows, a product with a `Linear` weight is done as dot
-/// products ([`gemm::matvec_rows`]): the weight is streamed once and the rows
+/// products ([`matvec::matvec_rows`]): the weight is streamed once and the rows
 /// stay in L1, while packing it for the blocked kernel would cost more than
 /// the arithmetic (measured: 9 x 768 x 768 took 0.8 ms packed, see BENCHMARKS.md).
 const MATVEC_MAX_ROWS: usize = 16;
@@ -55,7 +55,7 @@ const MATVEC_MAX_ROWS: usize = 16;
 ///
 /// Chooses, in order:
 /// 1. up to [`MATVEC_MAX_ROWS`] rows against a matrix with contiguous columns (a `Linear`
-///    weight read as `W^T`): [`gemm::matvec_rows`], bandwidth-bound dot products;
+///    weight read as `W^T`): [`matvec::matvec_rows`], bandwidth-bound dot products;
 /// 2. with AVX2+FMA and non-negative strides: our packed kernel, [`gemm::sgemm`];
 /// 3. otherwise the `matrixmultiply` crate ([`matmul_matrixmultiply`]).
 ///
@@ -83,7 +83,7 @@ pub fn matmul(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
         let x = a.as_standard_layout();
         // SAFETY: b's strides are (1, k): its n columns are n contiguous rows of k floats.
         let w = unsafe { std::slice::from_raw_parts(b.as_ptr(), n * k) };
-        gemm::matvec_rows(x.as_slice().expect("standard layout"), m, k, w, n, &mut c);
+        matvec::matvec_rows(x.as_slice().expect("standard layout"), m, k, w, n, &mut c);
     } else if let (Some(ar), Some(br)) = (mat_ref(&a), mat_ref(&b)) {
         gemm::sgemm(ar, br, &mut c);
     } else {
