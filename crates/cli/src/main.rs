@@ -89,6 +89,10 @@ struct BenchArgs {
     /// gemm: the inner dimension.
     #[arg(long, default_value_t = 1024)]
     k: usize,
+    /// gemm: how B is stored: `nk`, an (N, K) `nn.Linear` weight read transposed;
+    /// `kn`, a row-major (K, N) matrix such as GPT-2's `Conv1D` weight.
+    #[arg(long, default_value = "nk", value_parser = ["nk", "kn"])]
+    weight_layout: String,
     /// The input text (instead of --seq-len).
     input: Option<String>,
 }
@@ -181,10 +185,9 @@ struct AttentionArgs {
 }
 
 /// The attention maps of one input: `(layers of (1, nh, T, S), query tokens, key tokens)`.
-fn attention_maps(
-    args: &AttentionArgs,
-    dir: &std::path::Path,
-) -> Result<(Vec<ndarray::ArrayD<f32>>, Vec<String>, Vec<String>)> {
+type AttentionMaps = (Vec<ndarray::ArrayD<f32>>, Vec<String>, Vec<String>);
+
+fn attention_maps(args: &AttentionArgs, dir: &std::path::Path) -> Result<AttentionMaps> {
     let config = models::config::read_config(dir)?;
     let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or("");
     let first_tokens = |study: &Study, key: &str| -> Result<Vec<String>> {
@@ -462,7 +465,7 @@ impl Streamer<'_> {
             if !text.ends_with('\u{FFFD}') && text.len() > self.printed {
                 // a closed pipe ends the output, not the program
                 let mut stdout = std::io::stdout();
-                let _ = stdout.write_all(text[self.printed..].as_bytes()).and_then(|_| stdout.flush());
+                let _ = stdout.write_all(&text.as_bytes()[self.printed..]).and_then(|_| stdout.flush());
                 self.printed = text.len();
             }
         }
@@ -628,6 +631,7 @@ fn run(cli: Cli) -> Result<Option<Output>> {
             num_beams: args.num_beams,
             input: args.input,
             mnk: (args.m, args.n, args.k),
+            weight_kn: args.weight_layout == "kn",
         })?,
     })))
 }

@@ -160,7 +160,7 @@ pub struct BartForConditionalGeneration {
     /// `(V)`, from `final_logits_bias` `(1, V)`
     pub final_logits_bias: Array1<f32>,
     /// `(V, C)` when the checkpoint has its own `lm_head.weight`; `None` means tied to `shared`.
-    pub lm_head: Option<Array2<f32>>,
+    pub lm_head: Option<tensor::Matrix>,
 }
 
 /// The decoder's caches for one generation: self-attention keys and values
@@ -252,7 +252,7 @@ impl BartForConditionalGeneration {
             .unwrap_or("model.shared");
         let shared = root.pp(shared_name).embedding(v, c)?;
         let final_logits_bias = root.get2("final_logits_bias", (1, v))?.index_axis_move(Axis(0), 0);
-        let lm_head = if root.contains("lm_head.weight") { Some(root.get2("lm_head.weight", (v, c))?) } else { None };
+        let lm_head = if root.contains("lm_head.weight") { Some(root.matrix("lm_head.weight", (v, c))?) } else { None };
         let embed_scale = if config.scale_embedding { (c as f32).sqrt() } else { 1.0 };
         Ok(Self {
             encoder: stack("encoder")?,

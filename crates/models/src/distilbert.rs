@@ -126,7 +126,7 @@ impl DistilBertModel {
                     );
                 }
             }
-            Embedding { weight: table }
+            Embedding { weight: table.into() }
         } else {
             e.pp("position_embeddings").embedding(config.max_position_embeddings, c)?
         };

@@ -15,7 +15,8 @@
 //!   old causal-mask buffers, which are ignored (the mask is built in code);
 //! - `lm_head.weight` is usually absent: it is tied to `wte.weight`;
 //! - the four `Conv1D` layers ([`CONV1D_LAYERS`]) store weights `(in, out)`, the
-//!   transpose of `nn.Linear`; they are transposed once at load.
+//!   transpose of `nn.Linear`; each [`Linear`] views those bytes transposed
+//!   (no copy), and the products read them in their stored order.
 
 use anyhow::{bail, Result};
 use ndarray::{s, Array2, Array3, Array4, ArrayView2, Axis};
@@ -29,6 +30,7 @@ use crate::config;
 use crate::explain::Block;
 use crate::generation::Decoder;
 use crate::weights::Weights;
+use tensor::Matrix;
 
 /// The layers stored as `Conv1D` (weight `(in, out)`), relative to `h.{i}`.
 pub const CONV1D_LAYERS: [&str; 4] = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"];
@@ -73,12 +75,13 @@ fn default_true() -> bool {
     true
 }
 
-/// Reads a `Conv1D` in this scope (`weight` `(in, out)`) as a [`Linear`] `(out, in)`.
+/// Reads a `Conv1D` in this scope (`weight` `(in, out)`) as a [`Linear`] `(out, in)`:
+/// the same bytes, viewed transposed.
 ///
 /// The math: `docs/attention.md`, section "7. Each model's quirks".
 fn conv1d(w: &Weights, in_features: usize, out_features: usize) -> Result<Linear> {
-    let weight = w.get2("weight", (in_features, out_features))?;
-    Ok(Linear { weight: weight.t().as_standard_layout().into_owned(), bias: Some(w.get1("bias", out_features)?) })
+    let weight = w.matrix("weight", (in_features, out_features))?;
+    Ok(Linear { weight: weight.transposed(), bias: Some(w.get1("bias", out_features)?) })
 }
 
 /// `h.{i}.attn`: fused query/key/value projection and output projection.
@@ -149,7 +152,7 @@ pub struct Gpt2LmHeadModel {
     pub h: Vec<Gpt2Block>,
     pub ln_f: LayerNorm,
     /// `(V, C)` when the checkpoint has its own; `None` means tied to `wte`.
-    pub lm_head: Option<Array2<f32>>,
+    pub lm_head: Option<Matrix>,
 }
 
 impl Gpt2LmHeadModel {
@@ -188,7 +191,7 @@ impl Gpt2LmHeadModel {
             });
         }
         let lm_head = if root.contains("lm_head.weight") {
-            Some(root.get2("lm_head.weight", (config.vocab_size, c))?)
+            Some(root.matrix("lm_head.weight", (config.vocab_size, c))?)
         } else {
             None
         };
@@ -210,7 +213,7 @@ impl Gpt2LmHeadModel {
         let c = self.config.n_embd;
         let part = |i: usize| Linear {
             // (3C, C) -> (C, C): rows i*C..(i+1)*C
-            weight: b.attn.c_attn.weight.slice(s![i * c..(i + 1) * c, ..]).to_owned(),
+            weight: b.attn.c_attn.weight.view().slice(s![i * c..(i + 1) * c, ..]).to_owned().into(),
             bias: b.attn.c_attn.bias.as_ref().map(|bias| bias.slice(s![i * c..(i + 1) * c]).to_owned()),
         };
         Some(Block {

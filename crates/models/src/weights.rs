@@ -7,11 +7,17 @@
 //! ```
 //! A missing tensor or a wrong shape is an error naming the full dotted name,
 //! the expected and the actual shape.
+//!
+//! Weight matrices (`Linear`, `Embedding`, `lm_head`) are not copied: an f32
+//! tensor is a [`Matrix`] over the mapped file's own bytes, so loading costs
+//! the header parse and the weights' memory is the page cache's, counted once.
+//! Only F16/BF16 tensors (and the small 1-D ones) are converted into owned f32.
 
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
@@ -19,14 +25,15 @@ use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, TensorInfo};
 use safetensors::{SafeTensorError, SafeTensors};
 
+use tensor::Matrix;
 use transformer::{Embedding, LayerNorm, Linear};
 
 /// An open `model.safetensors`: the file is memory-mapped and only its header
-/// is parsed up front; a tensor's bytes are read (and converted to f32) when
-/// it is fetched.
+/// is parsed up front; a weight matrix borrows its bytes from the map (which
+/// lives as long as any matrix does), other tensors are read when fetched.
 pub struct Checkpoint {
     path: PathBuf,
-    mmap: Mmap,
+    mmap: Arc<Mmap>,
     /// Offset of the data section: 8 bytes of header length, then the JSON header.
     data_start: usize,
     tensors: HashMap<String, TensorInfo>,
@@ -65,7 +72,7 @@ impl Checkpoint {
                 mmap.len().saturating_sub(data_start)
             );
         }
-        Ok(Self { path, mmap, data_start, tensors })
+        Ok(Self { path, mmap: Arc::new(mmap), data_start, tensors })
     }
 
     /// The file this checkpoint was opened from.
@@ -90,14 +97,34 @@ impl Checkpoint {
         Weights { ckpt: self, prefix: String::new() }
     }
 
-    /// Reads a tensor as f32 after checking its shape.
-    fn tensor(&self, name: &str, expected: &[usize]) -> Result<ArrayD<f32>> {
+    /// The tensor's header entry, after checking its shape.
+    fn info(&self, name: &str, expected: &[usize]) -> Result<&TensorInfo> {
         let Some(info) = self.tensors.get(name) else {
             bail!("tensor `{name}` not found in {} (is this the right architecture?)", self.path.display());
         };
         if info.shape != expected {
             bail!("tensor `{name}` has shape {:?}, expected {:?} from config.json", info.shape, expected);
         }
+        Ok(info)
+    }
+
+    /// A 2-D weight: the mapped bytes themselves when the tensor is F32 (and,
+    /// as safetensors writes it, 4-byte aligned), else converted to owned f32.
+    fn matrix(&self, name: &str, (rows, cols): (usize, usize)) -> Result<Matrix> {
+        let info = self.info(name, &[rows, cols])?;
+        if info.dtype == Dtype::F32 {
+            let bytes: tensor::matrix::SharedBytes = self.mmap.clone();
+            if let Some(m) = Matrix::mapped(bytes, self.data_start + info.data_offsets.0, rows, cols) {
+                return Ok(m);
+            }
+        }
+        let t = self.tensor(name, &[rows, cols])?;
+        Ok(Matrix::from(t.into_dimensionality::<ndarray::Ix2>().expect("rank checked")))
+    }
+
+    /// Reads a tensor into owned f32 after checking its shape.
+    fn tensor(&self, name: &str, expected: &[usize]) -> Result<ArrayD<f32>> {
+        let info = self.info(name, expected)?;
         let bytes = &self.mmap[self.data_start + info.data_offsets.0..self.data_start + info.data_offsets.1];
         let values: Vec<f32> = match info.dtype {
             Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
@@ -107,17 +134,6 @@ impl Checkpoint {
                 bail!("tensor `{name}` is {other:?}; only F32, F16 and BF16 weights are supported")
             }
         };
-        // The owned f32 copy is what the model keeps: hand the file's pages back
-        // to the kernel now, so that peak memory stays near one copy of the
-        // checkpoint instead of two (mapped file + converted tensors).
-        #[cfg(unix)]
-        {
-            let (start, len) = (self.data_start + info.data_offsets.0, info.data_offsets.1 - info.data_offsets.0);
-            // SAFETY: the map is a read-only file mapping and no borrow of these bytes
-            // outlives this point; MADV_DONTNEED only drops pages, which later reads
-            // fault back in from the file unchanged. Failure is harmless, so it is ignored.
-            let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
-        }
         let numel: usize = expected.iter().product();
         if values.len() != numel {
             bail!("tensor `{name}` holds {} values, its shape {:?} needs {numel}", values.len(), expected);
@@ -177,7 +193,12 @@ impl<'a> Weights<'a> {
         Ok(t.into_dimensionality().expect("rank checked"))
     }
 
-    /// A 2-D tensor of shape `(rows, cols)`.
+    /// A 2-D weight matrix of shape `(rows, cols)`, borrowed from the file where it can be.
+    pub fn matrix(&self, name: &str, shape: (usize, usize)) -> Result<Matrix> {
+        self.ckpt.matrix(&self.full_name(name), shape)
+    }
+
+    /// A 2-D tensor of shape `(rows, cols)`, as an owned array.
     pub fn get2(&self, name: &str, (rows, cols): (usize, usize)) -> Result<Array2<f32>> {
         let t = self.ckpt.tensor(&self.full_name(name), &[rows, cols])?;
         Ok(t.into_dimensionality().expect("rank checked"))
@@ -186,7 +207,7 @@ impl<'a> Weights<'a> {
     /// `torch.nn.Linear(in, out)` in this scope: `weight` `(out, in)`, `bias` `(out)`.
     pub fn linear(&self, in_features: usize, out_features: usize) -> Result<Linear> {
         Ok(Linear {
-            weight: self.get2("weight", (out_features, in_features))?,
+            weight: self.matrix("weight", (out_features, in_features))?,
             bias: Some(self.get1("bias", out_features)?),
         })
     }
@@ -203,7 +224,7 @@ impl<'a> Weights<'a> {
 
     /// `torch.nn.Embedding(n, c)` in this scope: `weight` `(n, c)`.
     pub fn embedding(&self, n: usize, c: usize) -> Result<Embedding> {
-        Ok(Embedding { weight: self.get2("weight", (n, c))? })
+        Ok(Embedding { weight: self.matrix("weight", (n, c))? })
     }
 }
 
@@ -220,5 +241,17 @@ mod tests {
         assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
         assert_eq!(bf16_to_f32(0x3f80), 1.0);
         assert_eq!(bf16_to_f32(0xc040), -3.0);
+    }
+
+    #[test]
+    fn f32_matrices_are_the_files_own_bytes() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/bert-tiny/model.safetensors");
+        let ckpt = Checkpoint::open(path).expect("the bert-tiny fixture");
+        let w = ckpt.root().pp("embeddings.word_embeddings");
+        let mapped = w.matrix("weight", (30522, 32)).expect("word embeddings");
+        assert!(mapped.is_mapped(), "an f32 tensor should be borrowed from the map, not copied");
+        assert_eq!(mapped.view(), w.get2("weight", (30522, 32)).expect("the same tensor, converted"));
+        let err = w.matrix("weight", (32, 30522)).unwrap_err().to_string();
+        assert!(err.contains("embeddings.word_embeddings.weight") && err.contains("[30522, 32]"), "{err}");
     }
 }

@@ -10,9 +10,11 @@
 //! `(M, K) x (K, N) -> (M, N)`; `B` is a batch of independent matrices.
 
 pub mod gemm;
-pub mod matvec;
 pub mod matmul;
+pub mod matrix;
+pub mod matvec;
 pub mod ops;
 
 pub use matmul::{batched_matmul, matmul, matmul_matrixmultiply, matmul_naive};
+pub use matrix::Matrix;
 pub use ops::{erf, erf_fast, gelu_erf, gelu_erf_reference, gelu_tanh, layer_norm, softmax_last_dim, softmax_naive};

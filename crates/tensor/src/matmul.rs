@@ -45,8 +45,8 @@ pub fn matmul_naive(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     c
 }
 
-/// Up to this many rows, a product with a `Linear` weight is done as dot
-/// products ([`matvec::matvec_rows`]): the weight is streamed once and the rows
+/// Up to this many rows, a product with a weight matrix is done by the
+/// few-row kernels ([`matvec`]): the weight is streamed once and the rows
 /// stay in L1, while packing it for the blocked kernel would cost more than
 /// the arithmetic (measured: 9 x 768 x 768 took 0.8 ms packed, see BENCHMARKS.md).
 const MATVEC_MAX_ROWS: usize = 16;
@@ -55,9 +55,11 @@ const MATVEC_MAX_ROWS: usize = 16;
 ///
 /// Chooses, in order:
 /// 1. up to [`MATVEC_MAX_ROWS`] rows against a matrix with contiguous columns (a `Linear`
-///    weight read as `W^T`): [`matvec::matvec_rows`], bandwidth-bound dot products;
-/// 2. with AVX2+FMA and non-negative strides: our packed kernel, [`gemm::sgemm`];
-/// 3. otherwise the `matrixmultiply` crate ([`matmul_matrixmultiply`]).
+///    weight `(N, K)` read as `W^T`): [`matvec::matvec_rows`], bandwidth-bound dot products;
+/// 2. up to [`MATVEC_MAX_ROWS`] rows against a row-major `(K, N)` matrix (GPT-2's `Conv1D`
+///    weight): [`matvec::matvec_cols`], bandwidth-bound row updates;
+/// 3. with AVX2+FMA and non-negative strides: our packed kernel, [`gemm::sgemm`];
+/// 4. otherwise the `matrixmultiply` crate ([`matmul_matrixmultiply`]).
 ///
 /// # Shapes
 /// `(M, K) x (K, N) -> (M, N)`
@@ -79,11 +81,17 @@ pub fn matmul(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
         return Array2::zeros((m, n));
     }
     let mut c = vec![0.0f32; m * n];
-    if m <= MATVEC_MAX_ROWS && b.strides() == [1, k as isize] {
+    if m <= MATVEC_MAX_ROWS && (b.strides() == [1, k as isize] || b.strides() == [n as isize, 1]) {
         let x = a.as_standard_layout();
-        // SAFETY: b's strides are (1, k): its n columns are n contiguous rows of k floats.
+        let x = x.as_slice().expect("standard layout");
+        // SAFETY: with strides (1, k) or (n, 1), b's k x n elements are k * n
+        // contiguous floats from its first one.
         let w = unsafe { std::slice::from_raw_parts(b.as_ptr(), n * k) };
-        matvec::matvec_rows(x.as_slice().expect("standard layout"), m, k, w, n, &mut c);
+        if b.strides() == [1, k as isize] {
+            matvec::matvec_rows(x, m, k, w, n, &mut c);
+        } else {
+            matvec::matvec_cols(x, m, k, w, n, &mut c);
+        }
     } else if let (Some(ar), Some(br)) = (mat_ref(&a), mat_ref(&b)) {
         gemm::sgemm(ar, br, &mut c);
     } else {

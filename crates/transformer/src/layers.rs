@@ -1,15 +1,17 @@
 //! Parameterised layers: `Linear`, `LayerNorm`, `Embedding`.
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
+use tensor::Matrix;
 
 /// An affine map `y = x W^T + b`, with `W` stored `(out, in)` as in `torch.nn.Linear`.
 ///
-/// (GPT-2's `Conv1D` stores its weight `(in, out)`; its loader transposes it
-/// once into this orientation, so every layer here reads the same way.)
+/// (GPT-2's `Conv1D` stores its weight `(in, out)`; its loader keeps those
+/// bytes where they are and makes `weight` their transposed view, so every
+/// layer here reads `(out, in)`, whatever the file's orientation.)
 #[derive(Clone, Debug)]
 pub struct Linear {
-    /// `(out, in)`
-    pub weight: Array2<f32>,
+    /// `(out, in)`, usually the checkpoint's own bytes (see [`Matrix`])
+    pub weight: Matrix,
     /// `(out)`
     pub bias: Option<Array1<f32>>,
 }
@@ -62,7 +64,7 @@ impl LayerNorm {
 #[derive(Clone, Debug)]
 pub struct Embedding {
     /// `(V, C)`
-    pub weight: Array2<f32>,
+    pub weight: Matrix,
 }
 
 impl Embedding {
@@ -93,6 +95,6 @@ impl Embedding {
                 id as usize
             })
             .collect();
-        self.weight.select(Axis(0), &idx)
+        self.weight.view().select(Axis(0), &idx)
     }
 }
