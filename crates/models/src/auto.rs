@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::bert::{BertForSequenceClassification, BertModel};
@@ -23,19 +23,42 @@ fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
     Checkpoint::open(dir.join("model.safetensors"))
 }
 
-/// Loads the tokenizer and checks every id it can produce has an embedding row.
+/// Loads a model from the checkpoint with `load_model` and its tokenizer, at
+/// the same time: tokenizer.json is parsed on a second thread while the
+/// checkpoint is mapped, the model built and the file's pages mapped in
+/// ([`Checkpoint::prefault`]); the two take about as long as each other for
+/// GPT-2 (~100 ms), so the first token comes that much sooner. Then checks
+/// that every id the tokenizer can produce has an embedding row.
+///
+/// `limits` gives the model's position limit and vocabulary size.
 ///
 /// # Errors
-/// If tokenizer.json cannot be loaded or has more tokens than `vocab_size`.
-pub fn load_tokenizer(dir: &Path, max_positions: usize, vocab_size: usize) -> Result<TextTokenizer> {
-    let tokenizer = TextTokenizer::from_dir(dir, max_positions)?;
+/// If either fails to load, or tokenizer.json has more tokens than `vocab_size`.
+pub fn load_with_tokenizer<M>(
+    dir: &Path,
+    load_model: impl FnOnce(&Checkpoint) -> Result<M>,
+    limits: impl FnOnce(&M) -> (usize, usize),
+) -> Result<(M, TextTokenizer)> {
+    let (model, parsed) = std::thread::scope(|s| {
+        let parsing = s.spawn(|| TextTokenizer::parse(dir));
+        let model = open_checkpoint(dir).and_then(|ckpt| {
+            let model = load_model(&ckpt)?;
+            ckpt.prefault();
+            Ok(model)
+        });
+        (model, parsing.join())
+    });
+    let model = model?;
+    let parsed = parsed.map_err(|_| anyhow!("parsing {}/tokenizer.json panicked", dir.display()))??;
+    let (max_positions, vocab_size) = limits(&model);
+    let tokenizer = TextTokenizer::from_parsed(parsed, dir, max_positions)?;
     if tokenizer.vocab_size() > vocab_size {
         bail!(
             "tokenizer.json has {} tokens but the model embeds only {vocab_size} (vocab_size); the tokenizer does not belong to this checkpoint",
             tokenizer.vocab_size()
         );
     }
-    Ok(tokenizer)
+    Ok((model, tokenizer))
 }
 
 /// Checks `config.json`'s `model_type` is `expected`, naming the task and the supported types otherwise.
@@ -62,21 +85,21 @@ pub fn require_model_type(config: &Value, expected: &str, task: &str) -> Result<
 /// listed), or any tensor that is missing or misshapen.
 pub fn load_encoder(dir: &Path) -> Result<(Box<dyn Encoder>, TextTokenizer)> {
     let config = read_config(dir)?;
-    let ckpt = open_checkpoint(dir)?;
-    let prefixed = |prefix: &str| ckpt.contains(&format!("{prefix}.embeddings.word_embeddings.weight"));
-    let encoder: Box<dyn Encoder> = match model_type(&config)? {
-        "bert" => {
-            let w = if prefixed("bert") { ckpt.root().pp("bert") } else { ckpt.root() };
-            Box::new(BertModel::load(&w, parse(&config, "BERT")?)?)
-        }
-        "distilbert" => {
-            let w = if prefixed("distilbert") { ckpt.root().pp("distilbert") } else { ckpt.root() };
-            Box::new(DistilBertModel::load(&w, parse(&config, "DistilBERT")?)?)
-        }
-        other => bail!("model_type `{other}` is not supported for this task (supported: {ENCODER_MODEL_TYPES})"),
+    let load = |ckpt: &Checkpoint| -> Result<Box<dyn Encoder>> {
+        let prefixed = |prefix: &str| ckpt.contains(&format!("{prefix}.embeddings.word_embeddings.weight"));
+        Ok(match model_type(&config)? {
+            "bert" => {
+                let w = if prefixed("bert") { ckpt.root().pp("bert") } else { ckpt.root() };
+                Box::new(BertModel::load(&w, parse(&config, "BERT")?)?)
+            }
+            "distilbert" => {
+                let w = if prefixed("distilbert") { ckpt.root().pp("distilbert") } else { ckpt.root() };
+                Box::new(DistilBertModel::load(&w, parse(&config, "DistilBERT")?)?)
+            }
+            other => bail!("model_type `{other}` is not supported for this task (supported: {ENCODER_MODEL_TYPES})"),
+        })
     };
-    let tokenizer = load_tokenizer(dir, encoder.max_positions(), encoder.vocab_size())?;
-    Ok((encoder, tokenizer))
+    load_with_tokenizer(dir, load, |e| (e.max_positions(), e.vocab_size()))
 }
 
 /// Loads a `*ForSequenceClassification` checkpoint with its labels.
@@ -86,23 +109,27 @@ pub fn load_encoder(dir: &Path) -> Result<(Box<dyn Encoder>, TextTokenizer)> {
 pub fn load_classifier(dir: &Path) -> Result<(Box<dyn SequenceClassifier>, ClassifierLabels, TextTokenizer)> {
     let config = read_config(dir)?;
     let labels = ClassifierLabels::from_config(&config)?;
-    let ckpt = open_checkpoint(dir)?;
-    if !ckpt.contains("classifier.weight") {
-        bail!(
-            "{} has no classification head (no tensor `classifier.weight`); use a *ForSequenceClassification checkpoint, or the feature-extraction task",
-            dir.display()
-        );
-    }
     let n = labels.labels.len();
-    let model: Box<dyn SequenceClassifier> = match model_type(&config)? {
-        "bert" => Box::new(BertForSequenceClassification::load(&ckpt.root(), parse(&config, "BERT")?, n)?),
-        "distilbert" => {
-            Box::new(DistilBertForSequenceClassification::load(&ckpt.root(), parse(&config, "DistilBERT")?, n)?)
+    let load = |ckpt: &Checkpoint| -> Result<Box<dyn SequenceClassifier>> {
+        if !ckpt.contains("classifier.weight") {
+            bail!(
+                "{} has no classification head (no tensor `classifier.weight`); use a *ForSequenceClassification checkpoint, or the feature-extraction task",
+                dir.display()
+            );
         }
-        other => {
-            bail!("model_type `{other}` is not supported for text classification (supported: {ENCODER_MODEL_TYPES})")
-        }
+        Ok(match model_type(&config)? {
+            "bert" => Box::new(BertForSequenceClassification::load(&ckpt.root(), parse(&config, "BERT")?, n)?),
+            "distilbert" => {
+                Box::new(DistilBertForSequenceClassification::load(&ckpt.root(), parse(&config, "DistilBERT")?, n)?)
+            }
+            other => {
+                bail!(
+                    "model_type `{other}` is not supported for text classification (supported: {ENCODER_MODEL_TYPES})"
+                )
+            }
+        })
     };
-    let tokenizer = load_tokenizer(dir, model.encoder().max_positions(), model.encoder().vocab_size())?;
+    let (model, tokenizer) =
+        load_with_tokenizer(dir, load, |m| (m.encoder().max_positions(), m.encoder().vocab_size()))?;
     Ok((model, labels, tokenizer))
 }

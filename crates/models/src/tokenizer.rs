@@ -30,19 +30,35 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// Loads `tokenizer.json` (and `model_max_length` from `tokenizer_config.json`, if present).
     ///
+    /// # Errors
+    /// If a file cannot be read or parsed.
+    pub fn from_dir(dir: &Path, max_positions: usize) -> Result<Self> {
+        Self::from_parsed(Self::parse(dir)?, dir, max_positions)
+    }
+
+    /// Parses `tokenizer.json`: the slow part of loading a tokenizer (GPT-2's
+    /// 50,000 merges take about 100 ms), so that it can run on its own thread
+    /// while the model loads.
+    ///
+    /// # Errors
+    /// If the file cannot be read or parsed.
+    pub fn parse(dir: &Path) -> Result<tokenizers::Tokenizer> {
+        let path = dir.join("tokenizer.json");
+        tokenizers::Tokenizer::from_file(&path).map_err(|e| anyhow!("cannot load {}: {e}", path.display()))
+    }
+
+    /// Completes a tokenizer [`parse`](Self::parse)d from `dir`.
+    ///
     /// The padding and truncation settings stored in tokenizer.json are
     /// switched off: Python transformers ignores them and pads or truncates
     /// only when asked, per call. (all-MiniLM-L6-v2's file, for one, asks to
     /// pad every input to 128 tokens.)
     ///
     /// # Errors
-    /// If a file cannot be read or parsed.
-    pub fn from_dir(dir: &Path, max_positions: usize) -> Result<Self> {
-        let path = dir.join("tokenizer.json");
-        let mut inner =
-            tokenizers::Tokenizer::from_file(&path).map_err(|e| anyhow!("cannot load {}: {e}", path.display()))?;
+    /// If tokenizer_config.json cannot be read.
+    pub fn from_parsed(mut inner: tokenizers::Tokenizer, dir: &Path, max_positions: usize) -> Result<Self> {
         inner.with_padding(None);
-        inner.with_truncation(None).map_err(|e| anyhow!("cannot reset truncation of {}: {e}", path.display()))?;
+        inner.with_truncation(None).map_err(|e| anyhow!("cannot reset truncation of {}: {e}", dir.display()))?;
         let model_max_length = read_model_max_length(dir)?.unwrap_or(max_positions);
         Ok(Self { inner, model_max_length })
     }

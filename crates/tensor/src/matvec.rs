@@ -99,8 +99,9 @@ fn matvec_rows_with(simd: Simd, x: &[f32], m: usize, k: usize, w: &[f32], n: usi
     }
 }
 
-/// `out (nj, m) = W X^T` for `W (nj, K)`, in blocks of up to [`ROWS`] rows of
-/// `X` by 4 rows of `W`.
+/// `out (nj, m) = W X^T` for `W (nj, K)`, in blocks of 4 rows of `W` by up to
+/// [`ROWS`] rows of `X`. The block of `W` is the outer loop: it comes from
+/// memory once and serves every row of `X` from L1.
 ///
 /// # Safety
 /// The CPU must have AVX-512F; `x` is `(m, k)`, `w` `(nj, k)`, `out` `nj * m` floats.
@@ -108,24 +109,24 @@ fn matvec_rows_with(simd: Simd, x: &[f32], m: usize, k: usize, w: &[f32], n: usi
 #[target_feature(enable = "avx512f")]
 unsafe fn rows_avx512(x: &[f32], m: usize, k: usize, w: &[f32], nj: usize, out: &mut [f32]) {
     type Dots = unsafe fn(*const f32, usize, *const f32, *mut f32, usize);
-    for i0 in (0..m).step_by(ROWS) {
-        let r = ROWS.min(m - i0);
-        let (four, one): (Dots, Dots) = match r {
+    // (full blocks of 4 rows of W, the single rows of the tail) for r rows of X
+    let kernels = |r: usize| -> (Dots, Dots) {
+        match r {
             1 => (dots_avx512::<1, 4>, dots_avx512::<1, 1>),
             2 => (dots_avx512::<2, 4>, dots_avx512::<2, 1>),
             3 => (dots_avx512::<3, 4>, dots_avx512::<3, 1>),
             _ => (dots_avx512::<4, 4>, dots_avx512::<4, 1>),
-        };
-        let xp = x.as_ptr().add(i0 * k);
-        let mut j = 0;
-        while j + 4 <= nj {
-            four(xp, k, w.as_ptr().add(j * k), out.as_mut_ptr().add(j * m + i0), m);
-            j += 4;
         }
-        while j < nj {
-            one(xp, k, w.as_ptr().add(j * k), out.as_mut_ptr().add(j * m + i0), m);
-            j += 1;
+    };
+    let mut j = 0;
+    while j < nj {
+        let block = if j + 4 <= nj { 4 } else { 1 };
+        for i0 in (0..m).step_by(ROWS) {
+            let (four, one) = kernels(ROWS.min(m - i0));
+            let kernel = if block == 4 { four } else { one };
+            kernel(x.as_ptr().add(i0 * k), k, w.as_ptr().add(j * k), out.as_mut_ptr().add(j * m + i0), m);
         }
+        j += block;
     }
 }
 

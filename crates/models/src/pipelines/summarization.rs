@@ -11,14 +11,13 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::auto::{load_tokenizer, require_model_type};
+use crate::auto::{load_with_tokenizer, require_model_type};
 use crate::bart::{BartConfig, BartForConditionalGeneration, BartSession};
 use crate::config::{parse, read_config};
 use crate::generation::search::generate;
 use crate::generation::GenerationConfig;
 use crate::study::{token_strings, Study};
 use crate::tokenizer::TextTokenizer;
-use crate::weights::Checkpoint;
 
 /// The encoder-decoder `model_type`s this engine implements.
 pub const SEQ2SEQ_MODEL_TYPES: &str = "bart";
@@ -52,9 +51,11 @@ impl Summarization {
         let config = read_config(dir)?;
         require_model_type(&config, SEQ2SEQ_MODEL_TYPES, "summarization")?;
         let bart_config: BartConfig = parse(&config, "BART")?;
-        let ckpt = Checkpoint::open(dir.join("model.safetensors"))?;
-        let model = BartForConditionalGeneration::load(&ckpt.root(), bart_config)?;
-        let tokenizer = load_tokenizer(dir, model.config.max_position_embeddings, model.config.vocab_size)?;
+        let (model, tokenizer) = load_with_tokenizer(
+            dir,
+            |ckpt| BartForConditionalGeneration::load(&ckpt.root(), bart_config),
+            |m| (m.config.max_position_embeddings, m.config.vocab_size),
+        )?;
         let mut defaults = GenerationConfig::from_model_dir(dir, &config)?;
         if let Some(task) = config.get("task_specific_params").and_then(|t| t.get("summarization")) {
             defaults.update(task)?;

@@ -4,14 +4,13 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::auto::{load_tokenizer, require_model_type};
+use crate::auto::{load_with_tokenizer, require_model_type};
 use crate::config::{parse, read_config};
 use crate::generation::search::generate;
 use crate::generation::GenerationConfig;
-use crate::gpt2::{Gpt2LmHeadModel, Gpt2Session};
+use crate::gpt2::{Gpt2Config, Gpt2LmHeadModel, Gpt2Session};
 use crate::study::{token_strings, Study};
 use crate::tokenizer::TextTokenizer;
-use crate::weights::Checkpoint;
 
 /// The causal-LM `model_type`s this engine implements.
 pub const CAUSAL_LM_MODEL_TYPES: &str = "gpt2";
@@ -43,9 +42,12 @@ impl TextGeneration {
     pub fn load(dir: &Path) -> Result<Self> {
         let config = read_config(dir)?;
         require_model_type(&config, CAUSAL_LM_MODEL_TYPES, "text generation")?;
-        let ckpt = Checkpoint::open(dir.join("model.safetensors"))?;
-        let model = Gpt2LmHeadModel::load(&ckpt.root(), parse(&config, "GPT-2")?)?;
-        let tokenizer = load_tokenizer(dir, model.config.n_positions, model.config.vocab_size)?;
+        let gpt2_config: Gpt2Config = parse(&config, "GPT-2")?;
+        let (model, tokenizer) = load_with_tokenizer(
+            dir,
+            |ckpt| Gpt2LmHeadModel::load(&ckpt.root(), gpt2_config),
+            |m| (m.config.n_positions, m.config.vocab_size),
+        )?;
         let mut defaults = GenerationConfig::from_model_dir(dir, &config)?;
         if let Some(task) = config.get("task_specific_params").and_then(|t| t.get("text-generation")) {
             defaults.update(task)?;
