@@ -17,4 +17,7 @@ pub mod ops;
 
 pub use matmul::{batched_matmul, matmul, matmul_matrixmultiply, matmul_naive};
 pub use matrix::Matrix;
-pub use ops::{erf, erf_fast, gelu_erf, gelu_erf_reference, gelu_tanh, layer_norm, softmax_last_dim, softmax_naive};
+pub use ops::{
+    erf, erf_f32, exp_f32, gelu_erf, gelu_erf_inplace, gelu_erf_reference, gelu_tanh, gelu_tanh_inplace, layer_norm,
+    softmax_last_dim, softmax_naive, tanh_f32,
+};

@@ -31,14 +31,14 @@ impl Activation {
 
     /// Applies the activation to every element, in place, rows in parallel.
     pub fn apply(self, x: &mut Array2<f32>) {
-        let f: fn(f32) -> f32 = match self {
-            Self::Gelu => tensor::gelu_erf,
-            Self::GeluNew => tensor::gelu_tanh,
-            Self::Relu => |v| v.max(0.0),
+        let f: fn(&mut [f32]) = match self {
+            Self::Gelu => tensor::gelu_erf_inplace,
+            Self::GeluNew => tensor::gelu_tanh_inplace,
+            Self::Relu => |c| c.iter_mut().for_each(|v| *v = v.max(0.0)),
         };
         x.as_slice_mut()
             .expect("activations are computed on freshly allocated, contiguous arrays")
             .par_chunks_mut(4096)
-            .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f(*v)));
+            .for_each(f);
     }
 }
