@@ -22,7 +22,7 @@ Method:
     median of R timed runs. Pipeline workloads time what our pipeline call does: tokenize,
     forward or generate, post-process (softmax / decode).
   * ours: `pipeline bench ... --runs R` with RAYON_NUM_THREADS=T; it reports the median of R runs
-    after one load (it has no separate warm-up: the first run counts, the median hides it).
+    after one load and its own warm-up (one run, then more until 200 ms have passed).
   * Small matrix products take far under a millisecond, so they get more runs on both sides
     (max(R, 50)) to make the median meaningful.
   * Synthetic inputs are built the way `pipeline bench --seq-len L` builds them: "hello hello ..."

@@ -1,9 +1,10 @@
 //! `pipeline bench`: timings a user can reproduce, as one JSON object.
 //!
 //! A run is one whole pipeline call after loading (tokenize, forward or
-//! generate, post-process); one untimed warm-up run comes first. `load_ms` is
-//! the time to load the checkpoint and the tokenizer; for generation,
-//! `first_token_ms_after_load` is the first token of the warm-up (cold) run. Generation runs exactly `--max-new-tokens` steps (EOS
+//! generate, post-process); untimed warm-up runs come first (at least one, and
+//! as many as fit in 200 ms). `load_ms` is the time to load the checkpoint and
+//! the tokenizer; for generation, `first_token_ms_after_load` is the first token
+//! of the first warm-up (cold) run. Generation runs exactly `--max-new-tokens` steps (EOS
 //! suppressed, as PyTorch's `min_new_tokens` does), and `tokens_per_s` is new
 //! tokens per second of the whole call, prefill included.
 
@@ -41,10 +42,15 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Runs `f` once untimed (a warm-up: first-touch page faults, thread-pool
-/// start), then `runs` times; returns (median, min) in milliseconds.
+/// Runs `f` untimed for a warm-up (first-touch page faults, thread-pool start,
+/// the CPU leaving its idle clock): once, then again until 200 ms have passed;
+/// then `runs` times; returns (median, min) in milliseconds.
 fn time_runs(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+    let warm_up = Instant::now();
     f()?;
+    while warm_up.elapsed().as_secs_f64() < 0.2 {
+        f()?;
+    }
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         let start = Instant::now();

@@ -3,38 +3,51 @@
 //! decoding go to [`crate::matvec`] instead.
 //!
 //! # Design
-//! `C (M x N) = A (M x K) B (K x N)` is computed in three loops around a
-//! micro-kernel that keeps an `MR x NR` block of `C` in registers:
+//! `C (M x N) = A (M x K) B (K x N)` is computed in loops around a
+//! micro-kernel that keeps an `MR x NR` tile of `C` in registers and, for
+//! every `k`, adds the outer product of `MR` values of `A` (broadcast) and
+//! `NR` values of `B` (vector loads):
 //!
-//! - `K` is cut into slices of [`KC`]; for each slice, the `KC x N` part of `B`
-//!   is *packed* into `NR`-wide column panels laid out `[k][NR]`, so the
-//!   micro-kernel streams it with unit stride (the panel for one `NR` block,
-//!   `KC * NR * 4` = 16 KiB, sits in L1 while it is reused for every row block);
-//! - the `MC x KC` block of `A` is packed into `MR`-tall row panels `[k][MR]`
-//!   (`MC * KC * 4` = 96 KiB, in L2);
-//! - the micro-kernel multiplies an `MR x KC` panel of `A` by a `KC x NR` panel
-//!   of `B` with one broadcast and two fused multiply-adds per row per `k`.
+//! ```text
+//! for jc in N, step NC            B block: KC x NC packed, 512 KiB, stays in L2
+//!   for pc in K, step KC
+//!     pack B[pc.., jc..] into NR-wide panels [k][NR]
+//!     for ic in M, step MC        A block: MC x KC packed into MR-tall panels [k][MR]
+//!       for each A panel          MR x KC: 12 KiB (AVX-512), stays in L1
+//!         for each B panel        KC x NR, streamed from L2
+//!           tile(MR x NR) += A panel x B panel
+//! ```
 //!
-//! With AVX2 and FMA (16 registers of 8 floats) the kernel is 6 x 16: 12
-//! accumulators, 2 registers for the `B` row and 1 for the broadcast `A`
-//! value. Each tile is computed in registers and added to `C` (edges
-//! clipped). The threads (rayon) split the rows of `C` for tall products
-//! (each packs `B` for itself and writes its rows in place), the columns for
-//! short ones.
+//! Why these sizes: the A panel is reused for every B panel of the block, so
+//! it must sit in L1 (32 KiB on the machines measured) beside the B panel
+//! streaming through (`KC * NR * 4` = 32 KiB for AVX-512, read once per
+//! tile, which L1 tolerates since each B line is used `MR` times as soon as
+//! it arrives); the B block is reused by every A panel, so `KC x NC` is sized
+//! for half of a 1 MiB L2. `KC` = 256 makes each tile update (load, add and
+//! store `MR x NR` floats of `C`) cost under 1% of the tile's `2 MR NR KC`
+//! flops.
 //!
-//! The kernel is chosen at run time; without AVX2+FMA, or off x86-64,
-//! [`sgemm`] falls back to the `matrixmultiply` crate.
+//! Kernels, chosen at run time ([`Kernel::detect`]):
+//! - AVX-512F: 12 x 32, 24 accumulator registers of the 32, 2 for the `B`
+//!   row, broadcasts of `A` folded into the multiply-adds: 24 FMAs per 14
+//!   loads, so the FMA units, not the load ports, set the pace;
+//! - AVX2+FMA: 6 x 16, 12 accumulators of the 16 registers.
+//!
+//! Without either, or off x86-64, [`sgemm`] falls back to the
+//! `matrixmultiply` crate. Threads (rayon) take disjoint blocks of `C`: the
+//! columns when `N >= M`, otherwise the rows, so that the operand every
+//! thread packs for itself (`A` for a column split, `B` for a row split) is
+//! the smaller one.
 
-use rayon::prelude::*;
-
-/// Rows of the register tile.
-pub const MR: usize = 6;
-/// Columns of the register tile (two 8-float vectors).
-pub const NR: usize = 16;
-/// Depth of a packed slice: 256 keeps a `KC x NR` panel of `B` (16 KiB) in L1.
+/// Depth of a packed slice (see the module docs).
 pub const KC: usize = 256;
-/// Rows of `A` packed at once: 96 x 256 floats (96 KiB) stay in L2.
-pub const MC: usize = 96;
+/// Rows of `A` packed at once; a multiple of both kernels' `MR`.
+pub const MC: usize = 120;
+/// Columns of `B` packed at once: `KC x NC` floats = 512 KiB.
+pub const NC: usize = 512;
+
+/// The largest kernel's tile, `MR x NR` floats.
+const MAX_TILE: usize = 12 * 32;
 
 /// A strided, read-only matrix.
 #[derive(Clone, Copy)]
@@ -47,122 +60,357 @@ pub struct MatRef<'a> {
 }
 
 impl MatRef<'_> {
+    /// The offset of `(r, c)` in `data`.
     #[inline(always)]
-    fn at(&self, r: usize, c: usize) -> f32 {
-        let i = (r as isize * self.row_stride + c as isize * self.col_stride) as usize;
-        debug_assert!(i < self.data.len());
-        // SAFETY: `data` spans every element of the `rows x cols` view (see `MatRef`
-        // construction in matmul.rs) and r < rows, c < cols at every call site.
-        unsafe { *self.data.get_unchecked(i) }
+    fn index(&self, r: usize, c: usize) -> usize {
+        (r as isize * self.row_stride + c as isize * self.col_stride) as usize
     }
 }
 
-/// Whether this CPU runs the AVX2+FMA kernel.
-pub fn has_simd_kernel() -> bool {
+/// The micro-kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// 12 x 32 with AVX-512F.
+    Avx512,
+    /// 6 x 16 with AVX2 and FMA.
+    Avx2,
+}
+
+impl Kernel {
+    /// The best kernel this CPU runs, if any.
+    pub fn detect() -> Option<Kernel> {
+        Kernel::available().first().copied()
+    }
+
+    /// Every kernel this CPU runs, best first.
+    pub fn available() -> Vec<Kernel> {
+        #[allow(unused_mut)]
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(Kernel::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                kernels.push(Kernel::Avx2);
+            }
+        }
+        kernels
+    }
+
+    /// Rows of the register tile.
+    pub fn mr(self) -> usize {
+        match self {
+            Kernel::Avx512 => 12,
+            Kernel::Avx2 => 6,
+        }
+    }
+
+    /// Columns of the register tile (two vectors).
+    pub fn nr(self) -> usize {
+        match self {
+            Kernel::Avx512 => 32,
+            Kernel::Avx2 => 16,
+        }
+    }
+
+    /// `C[0..mr, 0..nr] (+)= A panel (mr x kc) * B panel (kc x nr)`, `C` with `ldc` floats per
+    /// row: added to `C` if `accumulate`, else stored over it.
+    ///
+    /// # Safety
+    /// The CPU runs this kernel; `a` holds `kc * mr` floats, `b` `kc * nr`, and `c`
+    /// addresses `mr` rows of `nr` floats, `ldc` apart.
     #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Packs rows `r0..r0+mc`, depth `p0..p0+kc` of `a` into `MR`-tall panels, `[panel][k][MR]`, zero-padded.
-fn pack_a(a: &MatRef, r0: usize, mc: usize, p0: usize, kc: usize, out: &mut Vec<f32>) {
-    let panels = mc.div_ceil(MR);
-    out.clear();
-    out.resize(panels * kc * MR, 0.0);
-    for panel in 0..panels {
-        let base = panel * kc * MR;
-        for i in 0..MR.min(mc - panel * MR) {
-            let r = r0 + panel * MR + i;
-            for k in 0..kc {
-                out[base + k * MR + i] = a.at(r, p0 + k);
-            }
+    #[inline]
+    unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+        match self {
+            Kernel::Avx512 => kernel_12x32_avx512(kc, a, b, c, ldc, accumulate),
+            Kernel::Avx2 => kernel_6x16_avx2(kc, a, b, c, ldc, accumulate),
         }
     }
 }
 
-/// Packs depth `p0..p0+kc`, columns `c0..c0+nc` of `b` into `NR`-wide panels, `[panel][k][NR]`, zero-padded.
-fn pack_b(b: &MatRef, p0: usize, kc: usize, c0: usize, nc: usize, out: &mut Vec<f32>) {
-    let panels = nc.div_ceil(NR);
-    out.clear();
-    out.resize(panels * kc * NR, 0.0);
-    for panel in 0..panels {
-        let base = panel * kc * NR;
-        let width = NR.min(nc - panel * NR);
-        // read along whichever direction is contiguous in memory
-        if b.row_stride.abs() <= b.col_stride.abs() {
-            for j in 0..width {
-                for k in 0..kc {
-                    out[base + k * NR + j] = b.at(p0 + k, c0 + panel * NR + j);
-                }
-            }
-        } else {
-            for k in 0..kc {
-                for j in 0..width {
-                    out[base + k * NR + j] = b.at(p0 + k, c0 + panel * NR + j);
-                }
-            }
-        }
-    }
-}
-
-/// The 6 x 16 register tile: `tile += A_panel (6 x kc) * B_panel (kc x 16)`.
+/// The 12 x 32 tile in 24 zmm registers.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; `a` holds `kc * MR` and `b` `kc * NR` floats.
+/// See [`Kernel::run`]; the CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_6x16(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_12x32_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
     use std::arch::x86_64::*;
-    debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR);
-    let (mut ap, mut bp) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 2 * MR];
+    const MR: usize = 12;
+    const NR: usize = 32;
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
-        let b0 = _mm256_loadu_ps(bp);
-        let b1 = _mm256_loadu_ps(bp.add(8));
-        for i in 0..MR {
-            let ai = _mm256_broadcast_ss(&*ap.add(i));
-            acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
-            acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
+        let b0 = _mm512_loadu_ps(bp);
+        let b1 = _mm512_loadu_ps(bp.add(16));
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = _mm512_set1_ps(*ap.add(i));
+            row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+            row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
         }
         ap = ap.add(MR);
         bp = bp.add(NR);
     }
-    for i in 0..MR {
-        let row = tile.as_mut_ptr().add(i * NR);
-        _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), acc[2 * i]));
-        _mm256_storeu_ps(row.add(8), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), acc[2 * i + 1]));
+    for (i, row) in acc.iter_mut().enumerate() {
+        let out = c.add(i * ldc);
+        if accumulate {
+            row[0] = _mm512_add_ps(_mm512_loadu_ps(out), row[0]);
+            row[1] = _mm512_add_ps(_mm512_loadu_ps(out.add(16)), row[1]);
+        }
+        _mm512_storeu_ps(out, row[0]);
+        _mm512_storeu_ps(out.add(16), row[1]);
     }
 }
 
-/// Computes the block `C[r0..r0+mt, c0..c0+nc]` into `out` (row-major, `ldc`
-/// floats per row, starting at the block's first element), accumulating.
+/// The 6 x 16 tile in 12 ymm registers.
+///
+/// # Safety
+/// See [`Kernel::run`]; the CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_6x16_avx2(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+    use std::arch::x86_64::*;
+    const MR: usize = 6;
+    const NR: usize = 16;
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..kc {
+        let b0 = _mm256_loadu_ps(bp);
+        let b1 = _mm256_loadu_ps(bp.add(8));
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = _mm256_broadcast_ss(&*ap.add(i));
+            row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+            row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+        }
+        ap = ap.add(MR);
+        bp = bp.add(NR);
+    }
+    for (i, row) in acc.iter_mut().enumerate() {
+        let out = c.add(i * ldc);
+        if accumulate {
+            row[0] = _mm256_add_ps(_mm256_loadu_ps(out), row[0]);
+            row[1] = _mm256_add_ps(_mm256_loadu_ps(out.add(8)), row[1]);
+        }
+        _mm256_storeu_ps(out, row[0]);
+        _mm256_storeu_ps(out.add(8), row[1]);
+    }
+}
+
+/// Packs rows `r0..r0+mc`, depth `p0..p0+kc` of `a` into `mr`-tall panels,
+/// `[panel][k][mr]`, zero-padded.
+fn pack_a(a: &MatRef, r0: usize, mc: usize, p0: usize, kc: usize, mr: usize, out: &mut Vec<f32>) {
+    let panels = mc.div_ceil(mr);
+    out.clear();
+    out.resize(panels * kc * mr, 0.0);
+    for (panel, dst) in out.chunks_exact_mut(kc * mr).enumerate() {
+        let height = mr.min(mc - panel * mr);
+        pack_panel(a, r0 + panel * mr, height, p0, kc, mr, true, dst);
+    }
+}
+
+/// Packs depth `p0..p0+kc`, columns `c0..c0+nc` of `b` into `nr`-wide panels,
+/// `[panel][k][nr]`, zero-padded.
+fn pack_b(b: &MatRef, p0: usize, kc: usize, c0: usize, nc: usize, nr: usize, out: &mut Vec<f32>) {
+    let panels = nc.div_ceil(nr);
+    out.clear();
+    out.resize(panels * kc * nr, 0.0);
+    for (panel, dst) in out.chunks_exact_mut(kc * nr).enumerate() {
+        let width = nr.min(nc - panel * nr);
+        pack_panel(b, c0 + panel * nr, width, p0, kc, nr, false, dst);
+    }
+}
+
+/// One panel: `count` lines (rows of `A` if `lines_are_rows`, else columns of
+/// `B`) starting at `first`, depth `p0..p0+kc`, interleaved as `dst[k * width + line]`.
+#[allow(clippy::too_many_arguments)]
+fn pack_panel(
+    m: &MatRef,
+    first: usize,
+    count: usize,
+    p0: usize,
+    kc: usize,
+    width: usize,
+    lines_are_rows: bool,
+    dst: &mut [f32],
+) {
+    // element (line l, depth k) sits at base + l * line_stride + k * depth_stride
+    let (line_stride, depth_stride) =
+        if lines_are_rows { (m.row_stride, m.col_stride) } else { (m.col_stride, m.row_stride) };
+    let at = |l: usize, k: usize| if lines_are_rows { m.index(first + l, p0 + k) } else { m.index(p0 + k, first + l) };
+    if depth_stride == 1 {
+        // each line is contiguous along k (a row-major activation, or an (N, K)
+        // weight read transposed): a transpose. Blocks of 8 lines x 8 depths go
+        // through registers (8 loads, 24 shuffles, 8 stores, where element by
+        // element takes 64 loads and 64 stores; packing was 16% of a DistilBERT
+        // batch before); the ragged edges are copied one float at a time.
+        let mut lines_done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if width % 8 == 0 && std::arch::is_x86_feature_detected!("avx") {
+            let (full_lines, full_depth) = (count / 8 * 8, kc / 8 * 8);
+            for l0 in (0..full_lines).step_by(8) {
+                let rows: [&[f32]; 8] = std::array::from_fn(|i| &m.data[at(l0 + i, 0)..at(l0 + i, 0) + kc]);
+                for k0 in (0..full_depth).step_by(8) {
+                    // SAFETY: AVX was detected; each row has kc >= k0 + 8 floats, and
+                    // dst has room for depths k0..k0+8 of lines l0..l0+8 (width % 8 == 0).
+                    unsafe { transpose_8x8_avx(&rows, k0, &mut dst[k0 * width + l0..], width) };
+                }
+                for (i, row) in rows.iter().enumerate() {
+                    for k in full_depth..kc {
+                        dst[k * width + l0 + i] = row[k];
+                    }
+                }
+            }
+            lines_done = full_lines;
+        }
+        for l in lines_done..count {
+            let src = &m.data[at(l, 0)..at(l, 0) + kc];
+            for (k, &v) in src.iter().enumerate() {
+                dst[k * width + l] = v;
+            }
+        }
+    } else if line_stride == 1 {
+        // lines are contiguous across k: copy `count` floats per k
+        for k in 0..kc {
+            let start = at(0, k);
+            dst[k * width..k * width + count].copy_from_slice(&m.data[start..start + count]);
+        }
+    } else {
+        for l in 0..count {
+            for k in 0..kc {
+                dst[k * width + l] = m.data[at(l, k)];
+            }
+        }
+    }
+}
+
+/// Writes `rows[i][k0 + j]` to `dst[j * stride + i]` for `i, j < 8`.
+///
+/// # Safety
+/// The CPU has AVX; every row holds `k0 + 8` floats and `dst` at least `7 * stride + 8`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose_8x8_avx(rows: &[&[f32]; 8], k0: usize, dst: &mut [f32], stride: usize) {
+    use std::arch::x86_64::*;
+    debug_assert!(rows.iter().all(|r| r.len() >= k0 + 8) && dst.len() >= 7 * stride + 8);
+    let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(rows[i].as_ptr().add(k0)));
+    // interleave pairs of rows, then pairs of pairs, then swap 128-bit halves
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    let cols = [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ];
+    for (j, col) in cols.into_iter().enumerate() {
+        _mm256_storeu_ps(dst.as_mut_ptr().add(j * stride), col);
+    }
+}
+
+/// A pointer to `C` that threads share; each writes only its own block.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the blocks handed to different threads never overlap (see `sgemm_with`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Writes the product of rows `r0..r0+mt` of `a` and columns `c0..c0+nt` of `b`
+/// over the block of `C` starting at `c` (row-major, `ldc` floats per row).
+///
+/// # Safety
+/// `kernel` runs on this CPU, and `c` addresses the `mt x nt` block with row stride `ldc`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-fn gemm_block(a: &MatRef, r0: usize, mt: usize, b: &MatRef, c0: usize, nc: usize, out: &mut [f32], ldc: usize) {
+unsafe fn gemm_block(
+    kernel: Kernel,
+    a: &MatRef,
+    r0: usize,
+    mt: usize,
+    b: &MatRef,
+    c0: usize,
+    nt: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    PACKING.with_borrow_mut(|(packed_a, packed_b)| {
+        gemm_block_with(kernel, a, r0, mt, b, c0, nt, c, ldc, packed_a, packed_b)
+    })
+}
+
+thread_local! {
+    /// Each thread's packing buffers, kept between products: a fresh 512 KiB
+    /// buffer per call comes from `mmap` and page-faults in, which cost more than
+    /// the arithmetic of a 9 x 768 x 768 product.
+    static PACKING: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// [`gemm_block`] with the packing buffers given.
+///
+/// # Safety
+/// As for [`gemm_block`].
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_block_with(
+    kernel: Kernel,
+    a: &MatRef,
+    r0: usize,
+    mt: usize,
+    b: &MatRef,
+    c0: usize,
+    nt: usize,
+    c: *mut f32,
+    ldc: usize,
+    packed_a: &mut Vec<f32>,
+    packed_b: &mut Vec<f32>,
+) {
+    let (mr, nr) = (kernel.mr(), kernel.nr());
     let k = a.cols;
-    let (mut packed_a, mut packed_b) = (Vec::new(), Vec::new());
-    for p0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - p0);
-        pack_b(b, p0, kc, c0, nc, &mut packed_b);
-        for i0 in (0..mt).step_by(MC) {
-            let mc = MC.min(mt - i0);
-            pack_a(a, r0 + i0, mc, p0, kc, &mut packed_a);
-            for (jp, bpanel) in packed_b.chunks_exact(kc * NR).enumerate() {
-                let width = NR.min(nc - jp * NR);
-                for (ip, apanel) in packed_a.chunks_exact(kc * MR).enumerate() {
-                    let height = MR.min(mc - ip * MR);
-                    let mut tile = [0.0f32; MR * NR];
-                    // SAFETY: callers reach this only after has_simd_kernel(); panel sizes match kc.
-                    unsafe { kernel_6x16(kc, apanel, bpanel, &mut tile) };
-                    for i in 0..height {
-                        let row = (i0 + ip * MR + i) * ldc + jp * NR;
-                        for (o, t) in out[row..row + width].iter_mut().zip(&tile[i * NR..i * NR + width]) {
-                            *o += t;
+    // an edge tile is computed whole here, then clipped into C
+    let mut tile = [0.0f32; MAX_TILE];
+    debug_assert!(mr * nr <= MAX_TILE);
+    for pc in (0..k).step_by(KC) {
+        let kc = KC.min(k - pc);
+        // the first slice of K writes C, the others add to it
+        let accumulate = pc > 0;
+        pack_a(a, r0, mt, pc, kc, mr, packed_a);
+        for jc in (0..nt).step_by(NC) {
+            let nc = NC.min(nt - jc);
+            pack_b(b, pc, kc, c0 + jc, nc, nr, packed_b);
+            for (ip, apanel) in packed_a.chunks_exact(kc * mr).enumerate() {
+                let height = mr.min(mt - ip * mr);
+                for (jp, bpanel) in packed_b.chunks_exact(kc * nr).enumerate() {
+                    let width = nr.min(nc - jp * nr);
+                    let out = c.add(ip * mr * ldc + jc + jp * nr);
+                    if height == mr && width == nr {
+                        kernel.run(kc, apanel.as_ptr(), bpanel.as_ptr(), out, ldc, accumulate);
+                    } else {
+                        // an edge tile: compute it whole, then write the part inside C
+                        kernel.run(kc, apanel.as_ptr(), bpanel.as_ptr(), tile.as_mut_ptr(), nr, false);
+                        for i in 0..height {
+                            for j in 0..width {
+                                let o = out.add(i * ldc + j);
+                                *o = if accumulate { *o + tile[i * nr + j] } else { tile[i * nr + j] };
+                            }
                         }
                     }
                 }
@@ -171,54 +419,53 @@ fn gemm_block(a: &MatRef, r0: usize, mt: usize, b: &MatRef, c0: usize, nc: usize
     }
 }
 
-/// `C = A B` into `c` (row-major `M x N`, overwritten) with our kernel when
-/// the CPU has it, else `matrixmultiply`.
+/// `C = A B` into `c` (row-major `M x N`, overwritten) with the best kernel
+/// this CPU has, else `matrixmultiply`.
 ///
 /// # Panics
 /// If the sizes do not chain.
 pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32]) {
+    sgemm_with(Kernel::detect(), a, b, c);
+}
+
+/// [`sgemm`] with a chosen kernel (`None`: `matrixmultiply`), for tests and benchmarks.
+///
+/// # Panics
+/// If the sizes do not chain, or the CPU does not run `kernel`.
+pub fn sgemm_with(kernel: Option<Kernel>, a: MatRef, b: MatRef, c: &mut [f32]) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "sgemm: inner dimensions differ");
     assert_eq!(c.len(), m * n, "sgemm: output has {} floats, expected {}", c.len(), m * n);
-    c.fill(0.0);
+    assert!(kernel.is_none_or(|kern| Kernel::available().contains(&kern)), "sgemm: this CPU cannot run {kernel:?}");
     if m == 0 || n == 0 || k == 0 {
+        c.fill(0.0);
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if has_simd_kernel() {
+    if let Some(kernel) = kernel {
         let threads = rayon::current_num_threads().max(1);
-        if threads > 1 && m >= threads * MC {
-            // Tall products: split the rows of C between threads; each writes its
-            // own rows in place and packs B for itself.
-            let rows_per = m.div_ceil(threads).div_ceil(MR) * MR;
-            c.par_chunks_mut(rows_per * n).enumerate().for_each(|(t, rows)| {
-                gemm_block(&a, t * rows_per, rows.len() / n, &b, 0, n, rows, n);
-            });
-            return;
-        }
-        // Short products: split the columns of C, in whole NR panels.
-        let per_thread = n.div_ceil(threads).div_ceil(NR) * NR;
-        if threads == 1 || per_thread >= n {
-            gemm_block(&a, 0, m, &b, 0, n, c, n);
-            return;
-        }
-        let parts: Vec<(usize, Vec<f32>)> = (0..n)
-            .step_by(per_thread)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|c0| {
-                let nc = per_thread.min(n - c0);
-                let mut buf = vec![0.0; m * nc];
-                gemm_block(&a, 0, m, &b, c0, nc, &mut buf, nc);
-                (c0, buf)
-            })
-            .collect();
-        for (c0, buf) in parts {
-            let nc = buf.len() / m;
-            for r in 0..m {
-                c[r * n + c0..r * n + c0 + nc].copy_from_slice(&buf[r * nc..(r + 1) * nc]);
+        let out = OutPtr(c.as_mut_ptr());
+        // Disjoint blocks: whole NR panels of columns, or whole MR panels of rows.
+        let (split_cols, unit, len) = if n >= m { (true, kernel.nr(), n) } else { (false, kernel.mr(), m) };
+        let per_thread = len.div_ceil(threads).div_ceil(unit) * unit;
+        rayon::scope(|s| {
+            for start in (0..len).step_by(per_thread) {
+                let size = per_thread.min(len - start);
+                let (a, b) = (&a, &b);
+                s.spawn(move |_| {
+                    let out = out;
+                    // SAFETY: the kernel is available (asserted above); each task's block
+                    // (its rows or its columns of C) is disjoint from every other's.
+                    unsafe {
+                        if split_cols {
+                            gemm_block(kernel, a, 0, m, b, start, size, out.0.add(start), n);
+                        } else {
+                            gemm_block(kernel, a, start, size, b, 0, n, out.0.add(start * n), n);
+                        }
+                    }
+                });
             }
-        }
+        });
         return;
     }
     // SAFETY: strides and sizes describe `a.data`, `b.data` and `c` (checked by the callers' views).
@@ -239,5 +486,62 @@ pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32]) {
             n as isize,
             1,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matmul_naive;
+    use ndarray::Array2;
+
+    fn filled(rows: usize, cols: usize, seed: usize) -> Array2<f32> {
+        Array2::from_shape_fn((rows, cols), |(i, j)| ((i * 131 + j * 71 + seed * 17) % 197) as f32 / 98.5 - 1.0)
+    }
+
+    fn view<'a>(x: &ndarray::ArrayView2<'a, f32>) -> MatRef<'a> {
+        let (rs, cs) = (x.strides()[0], x.strides()[1]);
+        let span = (x.nrows() - 1) * rs as usize + (x.ncols() - 1) * cs as usize + 1;
+        // SAFETY: non-negative strides; the span covers the view's elements.
+        let data = unsafe { std::slice::from_raw_parts(x.as_ptr(), span) };
+        MatRef { data, rows: x.nrows(), cols: x.ncols(), row_stride: rs, col_stride: cs }
+    }
+
+    /// Every kernel this CPU has, and `matrixmultiply`, against the triple loop,
+    /// over shapes that cross every block size (KC, MC, NC, the tiles) with tails,
+    /// with B row-major (K, N) and as the transpose of an (N, K) weight.
+    #[test]
+    fn every_kernel_agrees_with_naive_across_block_edges() {
+        let mut kernels: Vec<Option<Kernel>> = Kernel::available().into_iter().map(Some).collect();
+        kernels.push(None);
+        let shapes = [
+            (1, 1, 1),
+            (5, 3, 7),
+            (13, 33, 31),
+            (12, 256, 32),
+            (25, 257, 65),
+            (MC + 13, KC + 1, NC + 33),
+            (37, 2 * KC + 5, 2 * NC + 1),
+        ];
+        for (m, k, n) in shapes {
+            let a = filled(m, k, 1);
+            let b = filled(k, n, 2);
+            let w = b.t().as_standard_layout().into_owned();
+            let expect = matmul_naive(a.view(), b.view());
+            for kernel in &kernels {
+                for (layout, bv) in [("kn", b.view()), ("nk", w.t())] {
+                    let av = a.view();
+                    let mut c = vec![f32::NAN; m * n];
+                    sgemm_with(*kernel, view(&av), view(&bv), &mut c);
+                    let diff = c.iter().zip(expect.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                    assert!(
+                        diff <= 1e-5 * k as f32,
+                        "{kernel:?} {layout} ({m},{k})x({k},{n}): max diff {diff}, first values {:?} vs {:?}",
+                        &c[..c.len().min(4)],
+                        expect.iter().take(4).collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
     }
 }
