@@ -1,6 +1,6 @@
 //! Matrix-multiply kernels side by side: the naive triple loop (small shapes
 //! only), the `matrixmultiply` crate, and ours (`tensor::matmul`: the packed
-//! AVX2+FMA kernel, or the dot-product path for few rows). Criterion's
+//! AVX-512 or AVX2+FMA kernel, or the few-row path). Criterion's
 //! throughput is in floating-point operations (`2 M N K` per product), so
 //! "Gelem/s" reads as GFLOP/s.
 //!
