@@ -9,13 +9,13 @@
 //! `NR` values of `B` (vector loads):
 //!
 //! ```text
-//! for jc in N, step NC            B block: KC x NC packed, 512 KiB, stays in L2
-//!   for pc in K, step KC
-//!     pack B[pc.., jc..] into NR-wide panels [k][NR]
-//!     for ic in M, step MC        A block: MC x KC packed into MR-tall panels [k][MR]
-//!       for each A panel          MR x KC: 12 KiB (AVX-512), stays in L1
-//!         for each B panel        KC x NR, streamed from L2
-//!           tile(MR x NR) += A panel x B panel
+//! for pc in K, step KC
+//!   pack A[.., pc..] (the thread's rows) into MR-tall panels [k][MR]
+//!   for jc in N, step NC
+//!     pack B[pc.., jc..] into NR-wide panels [k][NR]   B block: KC x NC, 512 KiB, stays in L2
+//!     for each A panel                                 MR x KC: 12 KiB (AVX-512), stays in L1
+//!       for each B panel                               KC x NR, streamed from L2
+//!         tile(MR x NR) (+)= A panel x B panel         the first K slice stores, the rest add
 //! ```
 //!
 //! Why these sizes: the A panel is reused for every B panel of the block, so
@@ -41,8 +41,6 @@
 
 /// Depth of a packed slice (see the module docs).
 pub const KC: usize = 256;
-/// Rows of `A` packed at once; a multiple of both kernels' `MR`.
-pub const MC: usize = 120;
 /// Columns of `B` packed at once: `KC x NC` floats = 512 KiB.
 pub const NC: usize = 512;
 
@@ -77,25 +75,34 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// Every kernel, best first.
+    const ALL: [Kernel; 2] = [Kernel::Avx512, Kernel::Avx2];
+
+    /// Whether this CPU runs the kernel.
+    pub fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                Kernel::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+                Kernel::Avx2 => {
+                    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
     /// The best kernel this CPU runs, if any.
     pub fn detect() -> Option<Kernel> {
-        Kernel::available().first().copied()
+        Kernel::ALL.into_iter().find(|k| k.supported())
     }
 
     /// Every kernel this CPU runs, best first.
     pub fn available() -> Vec<Kernel> {
-        #[allow(unused_mut)]
-        let mut kernels = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                kernels.push(Kernel::Avx512);
-            }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                kernels.push(Kernel::Avx2);
-            }
-        }
-        kernels
+        Kernel::ALL.into_iter().filter(|k| k.supported()).collect()
     }
 
     /// Rows of the register tile.
@@ -198,27 +205,25 @@ unsafe fn kernel_6x16_avx2(kc: usize, a: *const f32, b: *const f32, c: *mut f32,
     }
 }
 
-/// Packs rows `r0..r0+mc`, depth `p0..p0+kc` of `a` into `mr`-tall panels,
-/// `[panel][k][mr]`, zero-padded.
-fn pack_a(a: &MatRef, r0: usize, mc: usize, p0: usize, kc: usize, mr: usize, out: &mut Vec<f32>) {
-    let panels = mc.div_ceil(mr);
+/// Packs `count` lines starting at `first` (rows of `A` if `lines_are_rows`,
+/// else columns of `B`), depth `p0..p0+kc`, into `width`-wide panels
+/// `[panel][k][width]`, zero-padded.
+#[allow(clippy::too_many_arguments)]
+fn pack(
+    m: &MatRef,
+    lines_are_rows: bool,
+    first: usize,
+    count: usize,
+    p0: usize,
+    kc: usize,
+    width: usize,
+    out: &mut Vec<f32>,
+) {
     out.clear();
-    out.resize(panels * kc * mr, 0.0);
-    for (panel, dst) in out.chunks_exact_mut(kc * mr).enumerate() {
-        let height = mr.min(mc - panel * mr);
-        pack_panel(a, r0 + panel * mr, height, p0, kc, mr, true, dst);
-    }
-}
-
-/// Packs depth `p0..p0+kc`, columns `c0..c0+nc` of `b` into `nr`-wide panels,
-/// `[panel][k][nr]`, zero-padded.
-fn pack_b(b: &MatRef, p0: usize, kc: usize, c0: usize, nc: usize, nr: usize, out: &mut Vec<f32>) {
-    let panels = nc.div_ceil(nr);
-    out.clear();
-    out.resize(panels * kc * nr, 0.0);
-    for (panel, dst) in out.chunks_exact_mut(kc * nr).enumerate() {
-        let width = nr.min(nc - panel * nr);
-        pack_panel(b, c0 + panel * nr, width, p0, kc, nr, false, dst);
+    out.resize(count.div_ceil(width) * kc * width, 0.0);
+    for (panel, dst) in out.chunks_exact_mut(kc * width).enumerate() {
+        let lines = width.min(count - panel * width);
+        pack_panel(m, first + panel * width, lines, p0, kc, width, lines_are_rows, dst);
     }
 }
 
@@ -247,7 +252,7 @@ fn pack_panel(
         // batch before); the ragged edges are copied one float at a time.
         let mut lines_done = 0;
         #[cfg(target_arch = "x86_64")]
-        if width % 8 == 0 && std::arch::is_x86_feature_detected!("avx") {
+        if width.is_multiple_of(8) && std::arch::is_x86_feature_detected!("avx") {
             let (full_lines, full_depth) = (count / 8 * 8, kc / 8 * 8);
             for l0 in (0..full_lines).step_by(8) {
                 let rows: [&[f32]; 8] = std::array::from_fn(|i| &m.data[at(l0 + i, 0)..at(l0 + i, 0) + kc]);
@@ -334,6 +339,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+thread_local! {
+    /// Each thread's packing buffers, kept between products: a fresh 512 KiB
+    /// buffer per call comes from `mmap` and page-faults in, which cost more than
+    /// the arithmetic of a 9 x 768 x 768 product.
+    static PACKING: std::cell::Cell<(Vec<f32>, Vec<f32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
 /// Writes the product of rows `r0..r0+mt` of `a` and columns `c0..c0+nt` of `b`
 /// over the block of `C` starting at `c` (row-major, `ldc` floats per row).
 ///
@@ -352,37 +364,7 @@ unsafe fn gemm_block(
     c: *mut f32,
     ldc: usize,
 ) {
-    PACKING.with_borrow_mut(|(packed_a, packed_b)| {
-        gemm_block_with(kernel, a, r0, mt, b, c0, nt, c, ldc, packed_a, packed_b)
-    })
-}
-
-thread_local! {
-    /// Each thread's packing buffers, kept between products: a fresh 512 KiB
-    /// buffer per call comes from `mmap` and page-faults in, which cost more than
-    /// the arithmetic of a 9 x 768 x 768 product.
-    static PACKING: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-}
-
-/// [`gemm_block`] with the packing buffers given.
-///
-/// # Safety
-/// As for [`gemm_block`].
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_block_with(
-    kernel: Kernel,
-    a: &MatRef,
-    r0: usize,
-    mt: usize,
-    b: &MatRef,
-    c0: usize,
-    nt: usize,
-    c: *mut f32,
-    ldc: usize,
-    packed_a: &mut Vec<f32>,
-    packed_b: &mut Vec<f32>,
-) {
+    let (mut packed_a, mut packed_b) = PACKING.take();
     let (mr, nr) = (kernel.mr(), kernel.nr());
     let k = a.cols;
     // an edge tile is computed whole here, then clipped into C
@@ -392,10 +374,10 @@ unsafe fn gemm_block_with(
         let kc = KC.min(k - pc);
         // the first slice of K writes C, the others add to it
         let accumulate = pc > 0;
-        pack_a(a, r0, mt, pc, kc, mr, packed_a);
+        pack(a, true, r0, mt, pc, kc, mr, &mut packed_a);
         for jc in (0..nt).step_by(NC) {
             let nc = NC.min(nt - jc);
-            pack_b(b, pc, kc, c0 + jc, nc, nr, packed_b);
+            pack(b, false, c0 + jc, nc, pc, kc, nr, &mut packed_b);
             for (ip, apanel) in packed_a.chunks_exact(kc * mr).enumerate() {
                 let height = mr.min(mt - ip * mr);
                 for (jp, bpanel) in packed_b.chunks_exact(kc * nr).enumerate() {
@@ -417,6 +399,7 @@ unsafe fn gemm_block_with(
             }
         }
     }
+    PACKING.set((packed_a, packed_b));
 }
 
 /// `C = A B` into `c` (row-major `M x N`, overwritten) with the best kernel
@@ -436,7 +419,7 @@ pub fn sgemm_with(kernel: Option<Kernel>, a: MatRef, b: MatRef, c: &mut [f32]) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "sgemm: inner dimensions differ");
     assert_eq!(c.len(), m * n, "sgemm: output has {} floats, expected {}", c.len(), m * n);
-    assert!(kernel.is_none_or(|kern| Kernel::available().contains(&kern)), "sgemm: this CPU cannot run {kernel:?}");
+    assert!(kernel.is_none_or(Kernel::supported), "sgemm: this CPU cannot run {kernel:?}");
     if m == 0 || n == 0 || k == 0 {
         c.fill(0.0);
         return;
@@ -492,6 +475,7 @@ pub fn sgemm_with(kernel: Option<Kernel>, a: MatRef, b: MatRef, c: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matmul::mat_ref;
     use crate::matmul_naive;
     use ndarray::Array2;
 
@@ -499,16 +483,8 @@ mod tests {
         Array2::from_shape_fn((rows, cols), |(i, j)| ((i * 131 + j * 71 + seed * 17) % 197) as f32 / 98.5 - 1.0)
     }
 
-    fn view<'a>(x: &ndarray::ArrayView2<'a, f32>) -> MatRef<'a> {
-        let (rs, cs) = (x.strides()[0], x.strides()[1]);
-        let span = (x.nrows() - 1) * rs as usize + (x.ncols() - 1) * cs as usize + 1;
-        // SAFETY: non-negative strides; the span covers the view's elements.
-        let data = unsafe { std::slice::from_raw_parts(x.as_ptr(), span) };
-        MatRef { data, rows: x.nrows(), cols: x.ncols(), row_stride: rs, col_stride: cs }
-    }
-
     /// Every kernel this CPU has, and `matrixmultiply`, against the triple loop,
-    /// over shapes that cross every block size (KC, MC, NC, the tiles) with tails,
+    /// over shapes that cross every block size (KC, NC, the tiles) with tails,
     /// with B row-major (K, N) and as the transpose of an (N, K) weight.
     #[test]
     fn every_kernel_agrees_with_naive_across_block_edges() {
@@ -520,7 +496,7 @@ mod tests {
             (13, 33, 31),
             (12, 256, 32),
             (25, 257, 65),
-            (MC + 13, KC + 1, NC + 33),
+            (133, KC + 1, NC + 33),
             (37, 2 * KC + 5, 2 * NC + 1),
         ];
         for (m, k, n) in shapes {
@@ -532,7 +508,8 @@ mod tests {
                 for (layout, bv) in [("kn", b.view()), ("nk", w.t())] {
                     let av = a.view();
                     let mut c = vec![f32::NAN; m * n];
-                    sgemm_with(*kernel, view(&av), view(&bv), &mut c);
+                    let (ar, br) = (mat_ref(&av).expect("positive strides"), mat_ref(&bv).expect("positive strides"));
+                    sgemm_with(*kernel, ar, br, &mut c);
                     let diff = c.iter().zip(expect.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
                     assert!(
                         diff <= 1e-5 * k as f32,

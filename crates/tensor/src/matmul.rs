@@ -101,7 +101,7 @@ pub fn matmul(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
 }
 
 /// A [`gemm::MatRef`] over a view with non-negative strides, or `None`.
-fn mat_ref<'a>(v: &'a ArrayView2<f32>) -> Option<gemm::MatRef<'a>> {
+pub(crate) fn mat_ref<'a>(v: &'a ArrayView2<f32>) -> Option<gemm::MatRef<'a>> {
     let (rows, cols) = v.dim();
     let (rs, cs) = (v.strides()[0], v.strides()[1]);
     if rs < 0 || cs < 0 {
