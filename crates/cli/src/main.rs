@@ -642,7 +642,12 @@ fn main() -> ExitCode {
         eprintln!("error: internal error ({info}); please report it");
     }));
     let cli = Cli::parse();
-    match run(cli) {
+    // The whole command runs on a thread of rayon's pool: the parallel kernels
+    // started from there begin at once on this thread while the other workers
+    // join in, where from outside the pool every parallel call would hand its
+    // work over and sleep until it is done (two thread wake-ups, measured at
+    // about 90 us each on a 2-core VM: a 9 x 96 x 768 product took 99 us).
+    match rayon::scope(|_| run(cli)) {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(output)) => {
             let stdout = std::io::stdout();
