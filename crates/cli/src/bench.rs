@@ -30,8 +30,9 @@ pub struct BenchSettings {
     pub num_beams: Option<usize>,
     pub input: Option<String>,
     pub mnk: (usize, usize, usize),
-    /// gemm: B stored `(K, N)` row-major instead of an `(N, K)` weight read transposed.
-    pub weight_kn: bool,
+    /// gemm: `nk` (an `(N, K)` weight read transposed), `kn` (row-major `(K, N)`)
+    /// or `packed` (packed once before timing).
+    pub weight_layout: String,
 }
 
 /// Peak resident memory of this process, from `/proc/self/status` (`VmHWM`), in MB.
@@ -79,17 +80,24 @@ fn gemm(s: &BenchSettings) -> Result<Value> {
     let (m, n, k) = s.mnk;
     let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 13) % 17) as f32 * 0.01);
     // B is a weight stored (N, K) and read transposed, as every Linear layer reads
-    // it, or (with weight_kn) stored (K, N) as GPT-2's Conv1D weights are.
+    // it, or stored (K, N) as GPT-2's Conv1D weights are, or packed once as the
+    // models' layers hold it.
     let w = Array2::from_shape_fn((n, k), |(i, j)| ((i * 11 + j * 5) % 19) as f32 * 0.01);
-    let w_kn = if s.weight_kn { Some(w.t().as_standard_layout().into_owned()) } else { None };
-    let b = w_kn.as_ref().map_or(w.t(), |b| b.view());
-    let (median, min) = time_runs(s.runs, || {
-        std::hint::black_box(tensor::matmul(a.view(), b));
-        Ok(())
-    })?;
+    let (median, min) = match s.weight_layout.as_str() {
+        "kn" => {
+            let b = w.t().as_standard_layout().into_owned();
+            time_runs(s.runs, || Ok(drop(std::hint::black_box(tensor::matmul(a.view(), b.view())))))?
+        }
+        "packed" => {
+            let kernel = tensor::gemm::Kernel::detect().context("--weight-layout packed needs AVX-512F or AVX2+FMA")?;
+            let b = tensor::matmul::pack_weight(kernel, w.t());
+            time_runs(s.runs, || Ok(drop(std::hint::black_box(tensor::matmul_packed(a.view(), &b)))))?
+        }
+        _ => time_runs(s.runs, || Ok(drop(std::hint::black_box(tensor::matmul(a.view(), w.t())))))?,
+    };
     let gflops = 2.0 * (m * n * k) as f64 / (median * 1e-3) / 1e9;
     Ok(
-        json!({"task": "gemm", "m": m, "n": n, "k": k, "weight_layout": if s.weight_kn { "kn" } else { "nk" }, "runs": s.runs, "median_ms": median, "min_ms": min, "gflops": gflops, "peak_rss_mb": peak_rss_mb()}),
+        json!({"task": "gemm", "m": m, "n": n, "k": k, "weight_layout": s.weight_layout, "runs": s.runs, "median_ms": median, "min_ms": min, "gflops": gflops, "peak_rss_mb": peak_rss_mb()}),
     )
 }
 

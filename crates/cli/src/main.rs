@@ -90,8 +90,9 @@ struct BenchArgs {
     #[arg(long, default_value_t = 1024)]
     k: usize,
     /// gemm: how B is stored: `nk`, an (N, K) `nn.Linear` weight read transposed;
-    /// `kn`, a row-major (K, N) matrix such as GPT-2's `Conv1D` weight.
-    #[arg(long, default_value = "nk", value_parser = ["nk", "kn"])]
+    /// `kn`, a row-major (K, N) matrix such as GPT-2's `Conv1D` weight; `packed`,
+    /// packed once before timing, as the models' layers hold their weights.
+    #[arg(long, default_value = "nk", value_parser = ["nk", "kn", "packed"])]
     weight_layout: String,
     /// The input text (instead of --seq-len).
     input: Option<String>,
@@ -631,7 +632,7 @@ fn run(cli: Cli) -> Result<Option<Output>> {
             num_beams: args.num_beams,
             input: args.input,
             mnk: (args.m, args.n, args.k),
-            weight_kn: args.weight_layout == "kn",
+            weight_layout: args.weight_layout,
         })?,
     })))
 }

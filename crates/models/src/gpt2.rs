@@ -78,10 +78,15 @@ fn default_true() -> bool {
 /// Reads a `Conv1D` in this scope (`weight` `(in, out)`) as a [`Linear`] `(out, in)`:
 /// the same bytes, viewed transposed.
 ///
+/// Not packed ([`Linear::packed`]), unlike `nn.Linear` weights: decoding reads
+/// the `(in, out)` rows in place as fast as packed panels (47 tokens/s either
+/// way on the benchmark, measured), and packing GPT-2's 340 MB of layers
+/// took loading from about 105 to 260 ms.
+///
 /// The math: `docs/attention.md`, section "7. Each model's quirks".
 fn conv1d(w: &Weights, in_features: usize, out_features: usize) -> Result<Linear> {
     let weight = w.matrix("weight", (in_features, out_features))?;
-    Ok(Linear { weight: weight.transposed(), bias: Some(w.get1("bias", out_features)?) })
+    Ok(Linear::new(weight.transposed(), Some(w.get1("bias", out_features)?)))
 }
 
 /// `h.{i}.attn`: fused query/key/value projection and output projection.
@@ -211,10 +216,12 @@ impl Gpt2LmHeadModel {
     pub fn block(&self, layer: usize) -> Option<Block> {
         let b = self.h.get(layer)?;
         let c = self.config.n_embd;
-        let part = |i: usize| Linear {
-            // (3C, C) -> (C, C): rows i*C..(i+1)*C
-            weight: b.attn.c_attn.weight.view().slice(s![i * c..(i + 1) * c, ..]).to_owned().into(),
-            bias: b.attn.c_attn.bias.as_ref().map(|bias| bias.slice(s![i * c..(i + 1) * c]).to_owned()),
+        let part = |i: usize| {
+            Linear::new(
+                // (3C, C) -> (C, C): rows i*C..(i+1)*C
+                b.attn.c_attn.weight.view().slice(s![i * c..(i + 1) * c, ..]).to_owned().into(),
+                b.attn.c_attn.bias.as_ref().map(|bias| bias.slice(s![i * c..(i + 1) * c]).to_owned()),
+            )
         };
         Some(Block {
             pre_ln: true,

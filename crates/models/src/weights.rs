@@ -21,12 +21,18 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
+use std::ops::Range;
+use std::sync::Mutex;
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, TensorInfo};
 use safetensors::{SafeTensorError, SafeTensors};
 
 use tensor::Matrix;
 use transformer::{Embedding, LayerNorm, Linear};
+
+/// The page size of x86-64 and most other Linux targets; [`Checkpoint::prefault`]
+/// touches one byte per page, [`Checkpoint::release`] gives back whole pages.
+const PAGE: usize = 4096;
 
 /// An open `model.safetensors`: the file is memory-mapped and only its header
 /// is parsed up front; a weight matrix borrows its bytes from the map (which
@@ -37,6 +43,8 @@ pub struct Checkpoint {
     /// Offset of the data section: 8 bytes of header length, then the JSON header.
     data_start: usize,
     tensors: HashMap<String, TensorInfo>,
+    /// Byte ranges of the map handed back to the kernel by [`Checkpoint::release`].
+    released: Mutex<Vec<Range<usize>>>,
 }
 
 impl Checkpoint {
@@ -72,7 +80,7 @@ impl Checkpoint {
                 mmap.len().saturating_sub(data_start)
             );
         }
-        Ok(Self { path, mmap: Arc::new(mmap), data_start, tensors })
+        Ok(Self { path, mmap: Arc::new(mmap), data_start, tensors, released: Mutex::new(Vec::new()) })
     }
 
     /// Maps every page of the file in now, rather than during the first
@@ -84,14 +92,38 @@ impl Checkpoint {
     /// file on each fault too ("fault-around"), so this takes a few thousand
     /// faults for GPT-2. (`MADV_POPULATE_READ` maps them one by one: measured
     /// slower, 150 ms against about 50 for GPT-2's 475 MB.)
+    ///
+    /// Pages given back by [`Checkpoint::release`] are skipped.
     pub fn prefault(&self) {
-        const PAGE: usize = 4096;
         let bytes: &[u8] = &self.mmap;
+        let released = self.released.lock().expect("no panic while holding the lock").clone();
         let mut sum = 0u8;
         for i in (0..bytes.len()).step_by(PAGE) {
-            sum = sum.wrapping_add(bytes[i]);
+            if !released.iter().any(|r| r.contains(&i)) {
+                sum = sum.wrapping_add(bytes[i]);
+            }
         }
         std::hint::black_box(sum);
+    }
+
+    /// Gives this process's pages of tensor `name` back to the kernel
+    /// (`MADV_DONTNEED`), for a weight the model has packed into its own copy:
+    /// without this, the packed copy and the mapped original would both count
+    /// in the resident memory. The pages stay in the page cache, and reading
+    /// the tensor again (the walk-through reads the original weights) faults
+    /// them back in from there. Only whole pages inside the tensor are released.
+    fn release(&self, name: &str) {
+        let Some(info) = self.tensors.get(name) else { return };
+        let (start, end) = (self.data_start + info.data_offsets.0, self.data_start + info.data_offsets.1);
+        let (first, last) = (start.div_ceil(PAGE) * PAGE, end / PAGE * PAGE);
+        if first >= last {
+            return;
+        }
+        #[cfg(unix)]
+        // SAFETY: the map is private and read-only, so after MADV_DONTNEED a read
+        // faults in the file's unchanged bytes again: every view of it stays valid.
+        let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first) };
+        self.released.lock().expect("no panic while holding the lock").push(first..last);
     }
 
     /// The file this checkpoint was opened from.
@@ -224,11 +256,21 @@ impl<'a> Weights<'a> {
     }
 
     /// `torch.nn.Linear(in, out)` in this scope: `weight` `(out, in)`, `bias` `(out)`.
+    /// The weight is packed for the GEMM kernel ([`Linear::packed`]) and its
+    /// pages in the map released ([`Weights::release_if_packed`]).
     pub fn linear(&self, in_features: usize, out_features: usize) -> Result<Linear> {
-        Ok(Linear {
-            weight: self.matrix("weight", (out_features, in_features))?,
-            bias: Some(self.get1("bias", out_features)?),
-        })
+        let linear =
+            Linear::new(self.matrix("weight", (out_features, in_features))?, Some(self.get1("bias", out_features)?));
+        Ok(self.release_if_packed(linear.packed(), "weight"))
+    }
+
+    /// Releases the map's pages of `name` when `linear` holds a packed copy of it
+    /// (see [`Checkpoint::release`]), and returns `linear`.
+    pub fn release_if_packed(&self, linear: Linear, name: &str) -> Linear {
+        if linear.is_packed() {
+            self.ckpt.release(&self.full_name(name));
+        }
+        linear
     }
 
     /// `torch.nn.LayerNorm(c, eps)` in this scope: `weight` and `bias`, both `(c)`.

@@ -44,10 +44,15 @@
 //! thread packs for itself (`A` for a column split, `B` for a row split) is
 //! the smaller one.
 
+use rayon::prelude::*;
+
 /// Depth of a packed slice (see the module docs).
 pub const KC: usize = 256;
 /// Columns of `B` packed at once: `KC x NC` floats = 512 KiB.
 pub const NC: usize = 512;
+
+/// How far ahead of its B panel the AVX-512 kernel prefetches, in floats.
+const PREFETCH: usize = 48 * 32;
 
 /// The largest kernel's tile, `MR x NR` floats.
 const MAX_TILE: usize = 14 * 32;
@@ -126,39 +131,70 @@ impl Kernel {
         }
     }
 
-    /// `C[0..mr, 0..nr] (+)= A panel (mr x kc) * B panel (kc x nr)`, `C` with `ldc` floats per
-    /// row: added to `C` if `accumulate`, else stored over it.
+    /// `C[0..rows, 0..nr] (+)= A panel (rows of mr x kc) * B panel (kc x nr)`, `C` with `ldc`
+    /// floats per row: added to `C` if `accumulate`, else stored over it. `rows < mr` computes
+    /// only the first `rows` rows of the panel (the bottom edge of `C`, or the few rows of decoding).
     ///
     /// # Safety
-    /// The CPU runs this kernel; `a` holds `kc * mr` floats, `b` `kc * nr`, and `c`
-    /// addresses `mr` rows of `nr` floats, `ldc` apart.
+    /// The CPU runs this kernel; `1 <= rows <= mr`; `a` holds `kc * mr` floats, `b` `kc * nr`,
+    /// and `c` addresses `rows` rows of `nr` floats, `ldc` apart.
     #[cfg(target_arch = "x86_64")]
     #[inline]
-    unsafe fn run(self, kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
-        match self {
-            Kernel::Avx512 => kernel_14x32_avx512(kc, a, b, c, ldc, accumulate),
-            Kernel::Avx2 => kernel_6x16_avx2(kc, a, b, c, ldc, accumulate),
-        }
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run(self, rows: usize, kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+        type Tile = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, bool);
+        let tile: Tile = match (self, rows) {
+            (Kernel::Avx512, 1) => kernel_avx512::<1>,
+            (Kernel::Avx512, 2) => kernel_avx512::<2>,
+            (Kernel::Avx512, 3) => kernel_avx512::<3>,
+            (Kernel::Avx512, 4) => kernel_avx512::<4>,
+            (Kernel::Avx512, 5) => kernel_avx512::<5>,
+            (Kernel::Avx512, 6) => kernel_avx512::<6>,
+            (Kernel::Avx512, 7) => kernel_avx512::<7>,
+            (Kernel::Avx512, 8) => kernel_avx512::<8>,
+            (Kernel::Avx512, 9) => kernel_avx512::<9>,
+            (Kernel::Avx512, 10) => kernel_avx512::<10>,
+            (Kernel::Avx512, 11) => kernel_avx512::<11>,
+            (Kernel::Avx512, 12) => kernel_avx512::<12>,
+            (Kernel::Avx512, 13) => kernel_avx512::<13>,
+            (Kernel::Avx512, _) => kernel_avx512::<14>,
+            (Kernel::Avx2, 1) => kernel_avx2::<1>,
+            (Kernel::Avx2, 2) => kernel_avx2::<2>,
+            (Kernel::Avx2, 3) => kernel_avx2::<3>,
+            (Kernel::Avx2, 4) => kernel_avx2::<4>,
+            (Kernel::Avx2, 5) => kernel_avx2::<5>,
+            (Kernel::Avx2, _) => kernel_avx2::<6>,
+        };
+        tile(kc, a, b, c, ldc, accumulate)
     }
 }
 
-/// The 14 x 32 tile in 28 zmm registers.
+/// The 14 x 32 tile in 28 zmm registers, or its first `R` rows.
 ///
 /// # Safety
 /// See [`Kernel::run`]; the CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_14x32_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+unsafe fn kernel_avx512<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
     use std::arch::x86_64::*;
     const MR: usize = 14;
     const NR: usize = 32;
-    for i in 0..MR {
+    for i in 0..R {
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 16) as *const i8);
     }
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
+        _mm_prefetch::<_MM_HINT_T0>(bp.add(PREFETCH) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(bp.add(PREFETCH + 16) as *const i8);
         let b0 = _mm512_loadu_ps(bp);
         let b1 = _mm512_loadu_ps(bp.add(16));
         for (i, row) in acc.iter_mut().enumerate() {
@@ -180,17 +216,24 @@ unsafe fn kernel_14x32_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f
     }
 }
 
-/// The 6 x 16 tile in 12 ymm registers.
+/// The 6 x 16 tile in 12 ymm registers, or its first `R` rows.
 ///
 /// # Safety
 /// See [`Kernel::run`]; the CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_6x16_avx2(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+unsafe fn kernel_avx2<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
     use std::arch::x86_64::*;
     const MR: usize = 6;
     const NR: usize = 16;
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
         let b0 = _mm256_loadu_ps(bp);
@@ -355,8 +398,18 @@ thread_local! {
     static PACKING: std::cell::Cell<(Vec<f32>, Vec<f32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
+/// Where a product's `B` panels come from.
+#[derive(Clone, Copy)]
+enum BSource<'a> {
+    /// Packed by each call, block by block.
+    Strided(&'a MatRef<'a>),
+    /// Packed once, at load ([`PackedB`]).
+    Packed(&'a PackedB),
+}
+
 /// Writes the product of rows `r0..r0+mt` of `a` and columns `c0..c0+nt` of `b`
 /// over the block of `C` starting at `c` (row-major, `ldc` floats per row).
+/// With a [`PackedB`], `c0` is a multiple of `NR`.
 ///
 /// # Safety
 /// `kernel` runs on this CPU, and `c` addresses the `mt x nt` block with row stride `ldc`.
@@ -367,7 +420,7 @@ unsafe fn gemm_block(
     a: &MatRef,
     r0: usize,
     mt: usize,
-    b: &MatRef,
+    b: BSource,
     c0: usize,
     nt: usize,
     c: *mut f32,
@@ -386,17 +439,26 @@ unsafe fn gemm_block(
         pack(a, true, r0, mt, pc, kc, mr, &mut packed_a);
         for jc in (0..nt).step_by(NC) {
             let nc = NC.min(nt - jc);
-            pack(b, false, c0 + jc, nc, pc, kc, nr, &mut packed_b);
+            let panels: &[f32] = match b {
+                BSource::Strided(b) => {
+                    pack(b, false, c0 + jc, nc, pc, kc, nr, &mut packed_b);
+                    &packed_b
+                }
+                BSource::Packed(p) => {
+                    let first = (c0 + jc) / nr * kc * nr;
+                    &p.slice(pc, kc)[first..first + nc.div_ceil(nr) * kc * nr]
+                }
+            };
             for (ip, apanel) in packed_a.chunks_exact(kc * mr).enumerate() {
                 let height = mr.min(mt - ip * mr);
-                for (jp, bpanel) in packed_b.chunks_exact(kc * nr).enumerate() {
+                for (jp, bpanel) in panels.chunks_exact(kc * nr).enumerate() {
                     let width = nr.min(nc - jp * nr);
                     let out = c.add(ip * mr * ldc + jc + jp * nr);
-                    if height == mr && width == nr {
-                        kernel.run(kc, apanel.as_ptr(), bpanel.as_ptr(), out, ldc, accumulate);
+                    if width == nr {
+                        kernel.run(height, kc, apanel.as_ptr(), bpanel.as_ptr(), out, ldc, accumulate);
                     } else {
-                        // an edge tile: compute it whole, then write the part inside C
-                        kernel.run(kc, apanel.as_ptr(), bpanel.as_ptr(), tile.as_mut_ptr(), nr, false);
+                        // a right-edge tile: compute it whole, then write the part inside C
+                        kernel.run(height, kc, apanel.as_ptr(), bpanel.as_ptr(), tile.as_mut_ptr(), nr, false);
                         for i in 0..height {
                             for j in 0..width {
                                 let o = out.add(i * ldc + j);
@@ -409,6 +471,117 @@ unsafe fn gemm_block(
         }
     }
     PACKING.set((packed_a, packed_b));
+}
+
+/// A `B (K x N)` operand packed once for every later product with it: the
+/// panels [`gemm_block`] would otherwise pack on each call.
+///
+/// Why: a weight matrix is multiplied by every batch and every token; packing
+/// it per call is a second pass over it each time (8-12% of a 1024^3 product,
+/// and for a few rows, where each weight is used only a few times, as much
+/// memory traffic as the product itself). Packed, each `NR`-wide panel of a
+/// depth slice is one contiguous run of memory that the kernel streams
+/// front to back, so the few-row products of decoding read their weights at
+/// the prefetchers' full speed too.
+///
+/// Layout: for each `KC` slice of depth (the last one shorter), `ceil(N / NR)`
+/// panels `[k][NR]`, zero-padded past `N`.
+pub struct PackedB {
+    kernel: Kernel,
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl PackedB {
+    /// Packs `b` for `kernel`, the depth slices in parallel.
+    ///
+    /// # Panics
+    /// If the CPU does not run `kernel`.
+    pub fn new(kernel: Kernel, b: MatRef) -> Self {
+        assert!(kernel.supported(), "PackedB: this CPU cannot run {kernel:?}");
+        let (k, n, nr) = (b.rows, b.cols, kernel.nr());
+        let width = n.div_ceil(nr) * nr;
+        let mut data = vec![0.0f32; k * width];
+        if data.is_empty() {
+            return Self { kernel, k, n, data };
+        }
+        data.par_chunks_mut(KC * width).enumerate().for_each(|(slice, out)| {
+            let pc = slice * KC;
+            let kc = KC.min(k - pc);
+            for (panel, dst) in out.chunks_exact_mut(kc * nr).enumerate() {
+                let cols = nr.min(n - panel * nr);
+                pack_panel(&b, panel * nr, cols, pc, kc, nr, false, dst);
+            }
+        });
+        Self { kernel, k, n, data }
+    }
+
+    /// `(K, N)`.
+    pub fn dim(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// The kernel the panels are laid out for.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// The panels of the depth slice starting at `pc`, `kc` deep.
+    fn slice(&self, pc: usize, kc: usize) -> &[f32] {
+        let width = self.n.div_ceil(self.kernel.nr()) * self.kernel.nr();
+        &self.data[pc * width..(pc + kc) * width]
+    }
+}
+
+/// `C = A B` into `c` (row-major `M x N`, overwritten) for a `B` packed at load.
+///
+/// The threads split the columns (whole panels) when `N >= M`, else the rows;
+/// any `M` goes here, one row as well as a thousand.
+///
+/// # Panics
+/// If the sizes do not chain.
+pub fn sgemm_packed(a: MatRef, b: &PackedB, c: &mut [f32]) {
+    let (m, k, n) = (a.rows, a.cols, b.n);
+    assert_eq!(b.k, k, "sgemm_packed: inner dimensions differ");
+    assert_eq!(c.len(), m * n, "sgemm_packed: output has {} floats, expected {}", c.len(), m * n);
+    if m == 0 || n == 0 || k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    run_blocks(b.kernel, &a, BSource::Packed(b), c);
+}
+
+/// Splits `C` among the threads and runs [`gemm_block`] on each part.
+///
+/// Disjoint blocks: whole `NR` panels of columns when `N >= M`, else whole
+/// `MR` panels of rows, so that the operand every thread packs for itself
+/// (`A` for a column split, `B` for a row split) is the smaller one.
+#[cfg(target_arch = "x86_64")]
+fn run_blocks(kernel: Kernel, a: &MatRef, b: BSource, c: &mut [f32]) {
+    let (m, n) = (a.rows, c.len() / a.rows);
+    let threads = rayon::current_num_threads().max(1);
+    let out = OutPtr(c.as_mut_ptr());
+    let (split_cols, unit, len) = if n >= m { (true, kernel.nr(), n) } else { (false, kernel.mr(), m) };
+    let per_thread = len.div_ceil(threads).div_ceil(unit) * unit;
+    rayon::scope(|s| {
+        for start in (0..len).step_by(per_thread) {
+            let size = per_thread.min(len - start);
+            s.spawn(move |_| {
+                let out = out;
+                // SAFETY: the callers checked the kernel runs here; each task's block
+                // (its rows or its columns of C) is disjoint from every other's.
+                unsafe {
+                    if split_cols {
+                        gemm_block(kernel, a, 0, m, b, start, size, out.0.add(start), n);
+                    } else {
+                        gemm_block(kernel, a, start, size, b, 0, n, out.0.add(start * n), n);
+                    }
+                }
+            });
+        }
+    });
 }
 
 /// `C = A B` into `c` (row-major `M x N`, overwritten) with the best kernel
@@ -435,29 +608,7 @@ pub fn sgemm_with(kernel: Option<Kernel>, a: MatRef, b: MatRef, c: &mut [f32]) {
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(kernel) = kernel {
-        let threads = rayon::current_num_threads().max(1);
-        let out = OutPtr(c.as_mut_ptr());
-        // Disjoint blocks: whole NR panels of columns, or whole MR panels of rows.
-        let (split_cols, unit, len) = if n >= m { (true, kernel.nr(), n) } else { (false, kernel.mr(), m) };
-        let per_thread = len.div_ceil(threads).div_ceil(unit) * unit;
-        rayon::scope(|s| {
-            for start in (0..len).step_by(per_thread) {
-                let size = per_thread.min(len - start);
-                let (a, b) = (&a, &b);
-                s.spawn(move |_| {
-                    let out = out;
-                    // SAFETY: the kernel is available (asserted above); each task's block
-                    // (its rows or its columns of C) is disjoint from every other's.
-                    unsafe {
-                        if split_cols {
-                            gemm_block(kernel, a, 0, m, b, start, size, out.0.add(start), n);
-                        } else {
-                            gemm_block(kernel, a, start, size, b, 0, n, out.0.add(start * n), n);
-                        }
-                    }
-                });
-            }
-        });
+        run_blocks(kernel, &a, BSource::Strided(&b), c);
         return;
     }
     // SAFETY: strides and sizes describe `a.data`, `b.data` and `c` (checked by the callers' views).
@@ -488,20 +639,31 @@ mod tests {
     use crate::matmul_naive;
     use ndarray::Array2;
 
+    fn sgemm_with_into(kernel: Option<Kernel>, a: MatRef, b: MatRef, len: usize) -> Vec<f32> {
+        let mut c = vec![f32::NAN; len];
+        sgemm_with(kernel, a, b, &mut c);
+        c
+    }
+
     fn filled(rows: usize, cols: usize, seed: usize) -> Array2<f32> {
         Array2::from_shape_fn((rows, cols), |(i, j)| ((i * 131 + j * 71 + seed * 17) % 197) as f32 / 98.5 - 1.0)
     }
 
-    /// Every kernel this CPU has, and `matrixmultiply`, against the triple loop,
-    /// over shapes that cross every block size (KC, NC, the tiles) with tails,
-    /// with B row-major (K, N) and as the transpose of an (N, K) weight.
+    /// Every kernel this CPU has, with B packed per call and packed once
+    /// ([`PackedB`]), and `matrixmultiply`, against the triple loop, over shapes
+    /// that cross every block size (KC, NC, the tiles) with tails and the few
+    /// rows of decoding, with B row-major (K, N) and as the transpose of an
+    /// (N, K) weight.
     #[test]
     fn every_kernel_agrees_with_naive_across_block_edges() {
         let mut kernels: Vec<Option<Kernel>> = Kernel::available().into_iter().map(Some).collect();
         kernels.push(None);
         let shapes = [
             (1, 1, 1),
+            (1, 300, 77),
             (5, 3, 7),
+            (9, 257, 100),
+            (16, 40, 64),
             (13, 33, 31),
             (12, 256, 32),
             (25, 257, 65),
@@ -516,16 +678,22 @@ mod tests {
             for kernel in &kernels {
                 for (layout, bv) in [("kn", b.view()), ("nk", w.t())] {
                     let av = a.view();
-                    let mut c = vec![f32::NAN; m * n];
                     let (ar, br) = (mat_ref(&av).expect("positive strides"), mat_ref(&bv).expect("positive strides"));
-                    sgemm_with(*kernel, ar, br, &mut c);
-                    let diff = c.iter().zip(expect.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-                    assert!(
-                        diff <= 1e-5 * k as f32,
-                        "{kernel:?} {layout} ({m},{k})x({k},{n}): max diff {diff}, first values {:?} vs {:?}",
-                        &c[..c.len().min(4)],
-                        expect.iter().take(4).collect::<Vec<_>>()
-                    );
+                    let mut runs = vec![("per call", sgemm_with_into(*kernel, ar, br, m * n))];
+                    if let Some(kernel) = kernel {
+                        let mut c = vec![f32::NAN; m * n];
+                        sgemm_packed(ar, &PackedB::new(*kernel, br), &mut c);
+                        runs.push(("packed once", c));
+                    }
+                    for (packing, c) in runs {
+                        let diff = c.iter().zip(expect.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                        assert!(
+                            diff <= 1e-5 * k as f32,
+                            "{kernel:?} {layout} B {packing} ({m},{k})x({k},{n}): max diff {diff}, first values {:?} vs {:?}",
+                            &c[..c.len().min(4)],
+                            expect.iter().take(4).collect::<Vec<_>>()
+                        );
+                    }
                 }
             }
         }

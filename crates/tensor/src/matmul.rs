@@ -100,6 +100,41 @@ pub fn matmul(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     Array2::from_shape_vec((m, n), c).expect("m * n values")
 }
 
+/// `C = A B` for a `B` packed once at load ([`gemm::PackedB`], see there why);
+/// any number of rows of `A`, any strides.
+///
+/// # Shapes
+/// `(M, K) x (K, N) -> (M, N)`
+///
+/// # Panics
+/// If the inner dimensions differ.
+pub fn matmul_packed(a: ArrayView2<f32>, b: &gemm::PackedB) -> Array2<f32> {
+    let (m, k) = a.dim();
+    let (k2, n) = b.dim();
+    assert_eq!(k, k2, "matmul_packed: inner dimensions differ ({m}x{k} times {k2}x{n})");
+    let a = if a.strides().iter().all(|&s| s >= 0) { a } else { return matmul_packed(a.as_standard_layout().view(), b) };
+    let mut c = vec![0.0f32; m * n];
+    if m > 0 && k > 0 {
+        gemm::sgemm_packed(mat_ref(&a).expect("non-negative strides"), b, &mut c);
+    }
+    Array2::from_shape_vec((m, n), c).expect("m * n values")
+}
+
+/// Packs `b` `(K, N)` once for [`matmul_packed`] with `kernel`; any strides.
+///
+/// # Panics
+/// If the CPU does not run `kernel`.
+pub fn pack_weight(kernel: gemm::Kernel, b: ArrayView2<f32>) -> gemm::PackedB {
+    if b.is_empty() {
+        let (rows, cols) = b.dim();
+        return gemm::PackedB::new(kernel, gemm::MatRef { data: &[], rows, cols, row_stride: 0, col_stride: 0 });
+    }
+    match mat_ref(&b) {
+        Some(r) => gemm::PackedB::new(kernel, r),
+        None => pack_weight(kernel, b.as_standard_layout().view()),
+    }
+}
+
 /// A [`gemm::MatRef`] over a view with non-negative strides, or `None`.
 pub(crate) fn mat_ref<'a>(v: &'a ArrayView2<f32>) -> Option<gemm::MatRef<'a>> {
     let (rows, cols) = v.dim();

@@ -1,22 +1,60 @@
 //! Parameterised layers: `Linear`, `LayerNorm`, `Embedding`.
 
+use std::fmt;
+use std::sync::Arc;
+
 use ndarray::{Array1, Array2, ArrayView2, Axis};
-use tensor::Matrix;
+use tensor::{Matrix, PackedB};
 
 /// An affine map `y = x W^T + b`, with `W` stored `(out, in)` as in `torch.nn.Linear`.
 ///
 /// (GPT-2's `Conv1D` stores its weight `(in, out)`; its loader keeps those
 /// bytes where they are and makes `weight` their transposed view, so every
 /// layer here reads `(out, in)`, whatever the file's orientation.)
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Linear {
     /// `(out, in)`, usually the checkpoint's own bytes (see [`Matrix`])
     pub weight: Matrix,
     /// `(out)`
     pub bias: Option<Array1<f32>>,
+    /// `W^T (in, out)` packed for the GEMM kernel, when [`Linear::packed`] made it;
+    /// then [`Linear::forward`] multiplies by this instead of `weight`.
+    packed: Option<Arc<PackedB>>,
+}
+
+impl fmt::Debug for Linear {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Linear")
+            .field("weight", &self.weight)
+            .field("bias", &self.bias)
+            .field("packed", &self.packed.is_some())
+            .finish()
+    }
 }
 
 impl Linear {
+    /// A layer over `weight` `(out, in)` and an optional `bias` `(out)`.
+    pub fn new(weight: Matrix, bias: Option<Array1<f32>>) -> Self {
+        Self { weight, bias, packed: None }
+    }
+
+    /// The same layer with `W^T` packed once for the GEMM kernel, when this CPU
+    /// has one (see [`tensor::gemm::PackedB`] for why); unchanged otherwise.
+    /// Loaders call it for every projection, then may let go of the
+    /// checkpoint's pages of `weight`, which the forward pass no longer reads.
+    pub fn packed(mut self) -> Self {
+        if let Some(kernel) = tensor::gemm::Kernel::detect() {
+            let w = self.weight.t();
+            self.packed = Some(Arc::new(tensor::matmul::pack_weight(kernel, w)));
+        }
+        self
+    }
+
+    /// Whether [`Linear::packed`] packed the weight.
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
     /// Input features.
     pub fn in_features(&self) -> usize {
         self.weight.ncols()
@@ -32,8 +70,11 @@ impl Linear {
     /// # Shapes
     /// `(N, in) -> (N, out)`
     pub fn forward(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        // (N, in) x (in, out) -> (N, out); W^T is a strided view, not a copy
-        let mut y = tensor::matmul(x, self.weight.t());
+        // (N, in) x (in, out) -> (N, out); W^T is packed panels, or a strided view (not a copy)
+        let mut y = match &self.packed {
+            Some(packed) => tensor::matmul_packed(x, packed),
+            None => tensor::matmul(x, self.weight.t()),
+        };
         if let Some(bias) = &self.bias {
             y += bias;
         }
