@@ -37,9 +37,11 @@ fn forwards(c: &mut Criterion) {
 fn attention(c: &mut Criterion) {
     // distilbert-base shape: 12 heads of 64, 128 tokens
     let q = Array4::from_shape_fn((1, 12, 128, 64), |(_, h, t, d)| ((h + t * 3 + d) % 13) as f32 * 0.1);
-    c.bench_function("attention 12 heads x 128 tokens x 64", |b| {
-        b.iter(|| black_box(transformer::attention(q.view(), q.view(), q.view(), None)))
-    });
+    for (keep_probs, what) in [(false, "context only"), (true, "probabilities kept")] {
+        c.bench_function(&format!("attention 12 heads x 128 tokens x 64, {what}"), |b| {
+            b.iter(|| black_box(transformer::attention(q.view(), q.view(), q.view(), None, keep_probs)))
+        });
+    }
 }
 
 criterion_group!(benches, forwards, attention);

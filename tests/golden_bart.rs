@@ -8,6 +8,7 @@ use common::{assert_close, fixture, Reference};
 use models::bart::BartSession;
 use models::generation::Decoder;
 use models::pipelines::summarization::Summarization;
+use models::Keep;
 use ndarray::Array2;
 
 const FIXTURES: [&str; 2] = ["bart-tiny", "bart-legacy-tiny"];
@@ -22,7 +23,12 @@ fn bart_encoder_and_first_decoder_step_match_pytorch() {
             let ids = pipe.encode_source(text).unwrap();
             assert_eq!(&ids, want_ids, "{name}: source ids of {text:?} (prefix and truncation included)");
             let batch = Array2::from_shape_vec((1, ids.len()), ids.clone()).unwrap();
-            let encoded = pipe.model.encode(batch.view(), Array2::ones((1, ids.len())).view());
+            let mask = Array2::ones((1, ids.len()));
+            let encoded = pipe.model.encode(batch.view(), mask.view(), Keep::AllLayers);
+            assert_eq!(encoded.hidden_states.len(), pipe.model.encoder_layers.len() + 1, "{name}: hidden states");
+            // a pipeline's pass, which keeps nothing else, computes the same output
+            let lean = pipe.model.encode(batch.view(), mask.view(), Keep::Result);
+            assert_eq!(lean.last_hidden_state, encoded.last_hidden_state, "{name}: Keep::Result changed the output");
             for (layer, h) in encoded.hidden_states.iter().enumerate() {
                 let want = reference.tensor(&format!("input{i}.encoder_hidden_states.{layer}"));
                 let got: Vec<f32> = h.iter().copied().collect();

@@ -10,6 +10,7 @@ use common::{assert_close, fixture, max_abs_diff, Reference};
 use models::auto::{load_classifier, load_encoder};
 use models::encoder::EncoderOutput;
 use models::tokenizer::Batch;
+use models::Keep;
 
 const HIDDEN_TOL: f32 = 1e-4;
 const LOGITS_TOL: f32 = 1e-4;
@@ -35,8 +36,13 @@ fn check_encoder_fixture(name: &str) {
     for (i, (text, want_ids)) in reference.inputs().iter().enumerate() {
         let enc = tokenizer.encode(text, true).unwrap();
         assert_eq!(&enc.ids, want_ids, "{name}: token ids of {text:?}");
-        let out = model.forward(&Batch::pad(&[enc], model.pad_token_id()).unwrap());
+        let batch = Batch::pad(&[enc], model.pad_token_id()).unwrap();
+        let out = model.forward(&batch, Keep::AllLayers);
         assert_eq!(out.hidden_states.len(), count_layers(&reference, i), "{name}: number of hidden states");
+        // a pipeline's pass, which keeps nothing else, computes the same output
+        let lean = model.forward(&batch, Keep::Result);
+        assert!(lean.hidden_states.is_empty() && lean.attentions.is_empty(), "{name}: Keep::Result kept layers");
+        assert_eq!(lean.last_hidden_state, out.last_hidden_state, "{name}: Keep::Result changed the output");
         check_hidden_states(name, i, &out, &reference);
     }
 }
@@ -52,7 +58,7 @@ fn check_classifier_fixture(name: &str) {
     let (model, _, tokenizer) = load_classifier(&dir).unwrap();
     for (i, (text, _)) in reference.inputs().iter().enumerate() {
         let enc = tokenizer.encode(text, true).unwrap();
-        let (logits, out) = model.classify(&Batch::pad(&[enc], model.encoder().pad_token_id()).unwrap());
+        let (logits, out) = model.classify(&Batch::pad(&[enc], model.encoder().pad_token_id()).unwrap(), Keep::AllLayers);
         check_hidden_states(name, i, &out, &reference);
         let want = reference.tensor(&format!("input{i}.logits"));
         assert_close(
@@ -91,9 +97,9 @@ fn padded_batch_equals_unbatched_runs() {
     let (model, _, tokenizer) = load_classifier(&dir).unwrap();
     let encoded: Vec<_> = reference.inputs().iter().map(|(t, _)| tokenizer.encode(t, true).unwrap()).collect();
     let pad = model.encoder().pad_token_id();
-    let (batched, _) = model.classify(&Batch::pad(&encoded, pad).unwrap());
+    let (batched, _) = model.classify(&Batch::pad(&encoded, pad).unwrap(), Keep::Result);
     for (i, enc) in encoded.iter().enumerate() {
-        let (single, _) = model.classify(&Batch::pad(std::slice::from_ref(enc), pad).unwrap());
+        let (single, _) = model.classify(&Batch::pad(std::slice::from_ref(enc), pad).unwrap(), Keep::Result);
         assert_close(
             &format!("input {i} batched vs alone"),
             batched.row(i).to_vec().as_slice(),

@@ -11,6 +11,7 @@ use models::generation::rng::Rng;
 use models::generation::{Decoder, GenerationConfig};
 use models::gpt2::Gpt2Session;
 use models::pipelines::text_generation::TextGeneration;
+use models::Keep;
 use ndarray::{Array2, Axis};
 
 const FIXTURES: [&str; 2] = ["gpt2-tiny", "gpt2-legacy-tiny"];
@@ -26,7 +27,8 @@ fn gpt2_forward_matches_pytorch_layer_by_layer() {
             assert_eq!(&ids, want_ids, "{name}: token ids of {text:?}");
             let batch = Array2::from_shape_vec((1, ids.len()), ids.clone()).unwrap();
             let mut cache = pipe.model.new_cache(1, ids.len());
-            let out = pipe.model.forward(batch.view(), &mut cache, true);
+            let out = pipe.model.forward(batch.view(), &mut cache, true, Keep::AllLayers);
+            assert_eq!(out.hidden_states.len(), pipe.model.config.n_layer + 1, "{name}: hidden states");
             for (layer, h) in out.hidden_states.iter().enumerate() {
                 let want = reference.tensor(&format!("input{i}.hidden_states.{layer}"));
                 let got: Vec<f32> = h.iter().copied().collect();
@@ -59,7 +61,8 @@ fn kv_cache_decoding_equals_full_recomputation_at_every_step() {
         let cached = session.step(feed.view());
         let full_batch = Array2::from_shape_vec((1, seq.len()), seq.clone()).unwrap();
         let mut fresh = pipe.model.new_cache(1, seq.len());
-        let full = pipe.model.forward(full_batch.view(), &mut fresh, false).logits.index_axis_move(Axis(1), 0);
+        let full =
+            pipe.model.forward(full_batch.view(), &mut fresh, false, Keep::Result).logits.index_axis_move(Axis(1), 0);
         let diff = max_abs_diff(cached.as_slice().unwrap(), full.as_slice().unwrap());
         assert!(diff <= 1e-5, "step {step}: cached vs recomputed logits differ by {diff:e}");
         let next = (0..cached.ncols()).fold(0, |b, j| if cached[[0, j]] > cached[[0, b]] { j } else { b }) as u32;

@@ -24,7 +24,7 @@ use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, Axis};
 use serde::Deserialize;
 
 use transformer::{
-    attention, merge_heads, multi_head_attention, split_heads, Activation, AttentionMask, Embedding, LayerCache,
+    attention, multi_head_attention, split_heads, Activation, AttentionMask, Embedding, LayerCache,
     LayerNorm, Linear, Projections,
 };
 
@@ -33,6 +33,7 @@ use crate::encoder::EncoderOutput;
 use crate::explain::Block;
 use crate::generation::Decoder;
 use crate::weights::Weights;
+use crate::Keep;
 
 /// BART's learned positional embeddings start at row 2 (a fairseq legacy:
 /// rows 0 and 1 were reserved for padding).
@@ -188,11 +189,11 @@ impl BartCache {
 pub struct BartDecoderOutput {
     /// `(B, T, V)` with all positions, or `(B, 1, V)` for the last one only.
     pub logits: Array3<f32>,
-    /// `decoder_layers + 1` tensors `(B, T, C)`.
+    /// With [`Keep::AllLayers`], `decoder_layers + 1` tensors `(B, T, C)`; else empty.
     pub hidden_states: Vec<Array3<f32>>,
-    /// `decoder_layers` tensors `(B, nh, T, P + T)`.
+    /// With [`Keep::AllLayers`], `decoder_layers` tensors `(B, nh, T, P + T)`; else empty.
     pub self_attentions: Vec<Array4<f32>>,
-    /// `decoder_layers` tensors `(B, nh, T, S)`.
+    /// With [`Keep::AllLayers`], `decoder_layers` tensors `(B, nh, T, S)`; else empty.
     pub cross_attentions: Vec<Array4<f32>>,
 }
 
@@ -306,28 +307,33 @@ impl BartForConditionalGeneration {
     ///
     /// # Shapes
     /// ids and mask `(B, S)` -> hidden states `(B, S, C)`, attentions `(B, nh, S, S)`.
-    pub fn encode(&self, ids: ArrayView2<u32>, mask: ArrayView2<u8>) -> EncoderOutput {
+    pub fn encode(&self, ids: ArrayView2<u32>, mask: ArrayView2<u8>, keep: Keep) -> EncoderOutput {
         let (b, s) = ids.dim();
         let c = self.config.d_model;
         let unflatten =
             |x: &Array2<f32>| -> Array3<f32> { x.clone().into_shape_with_order((b, s, c)).expect("contiguous") };
         let attn_mask = AttentionMask::new(Some(mask), b, s, s, false);
         let mut x = self.embed(&self.encoder, ids, 0);
-        let mut hidden_states = vec![unflatten(&x)];
-        let mut attentions = Vec::with_capacity(self.encoder_layers.len());
+        let all = keep.all_layers();
+        let (mut hidden_states, mut attentions) = (Vec::new(), Vec::new());
+        if all {
+            hidden_states.push(unflatten(&x));
+        }
         for layer in &self.encoder_layers {
             let proj = layer.self_attn.projections();
             let nh = self.config.encoder_attention_heads;
             // x = LayerNorm(x + SelfAttention(x))
-            let (a, probs) = multi_head_attention(x.view(), x.view(), b, nh, &proj, Some(&attn_mask));
+            let (a, probs) = multi_head_attention(x.view(), x.view(), b, nh, &proj, Some(&attn_mask), all);
             let a = layer.self_attn_layer_norm.forward((a + &x).view());
             // x = LayerNorm(a + FFN(a))
             let f = feed_forward(&layer.fc1, &layer.fc2, self.activation, &a);
             x = layer.final_layer_norm.forward((f + &a).view());
-            hidden_states.push(unflatten(&x));
-            attentions.push(probs);
+            if all {
+                hidden_states.push(unflatten(&x));
+            }
+            attentions.extend(probs);
         }
-        EncoderOutput { hidden_states, attentions }
+        EncoderOutput { last_hidden_state: unflatten(&x), hidden_states, attentions }
     }
 
     /// An empty decoder cache for `batch` rows (beams) and up to `capacity`
@@ -372,6 +378,7 @@ impl BartForConditionalGeneration {
         encoder_mask: ArrayView2<u8>,
         cache: &mut BartCache,
         all_logits: bool,
+        keep: Keep,
     ) -> BartDecoderOutput {
         let (b, t) = ids.dim();
         let (c, nh) = (self.config.d_model, self.config.decoder_attention_heads);
@@ -380,15 +387,14 @@ impl BartForConditionalGeneration {
         let unflatten =
             |x: &Array2<f32>| -> Array3<f32> { x.clone().into_shape_with_order((b, t, c)).expect("contiguous") };
         let to_heads = |y: Array2<f32>| split_heads(y.into_shape_with_order((b, t, c)).expect("contiguous"), nh);
-        let from_heads =
-            |ctx: Array4<f32>| merge_heads(ctx.view()).into_shape_with_order((b * t, c)).expect("contiguous");
+        let all = keep.all_layers();
         let causal = AttentionMask::new(None, b, t, past + t, true);
         let cross_mask = AttentionMask::new(Some(encoder_mask), b, t, s, false);
 
         let mut x = self.embed(&self.decoder, ids, past);
         let mut out = BartDecoderOutput {
             logits: Array3::zeros((0, 0, 0)),
-            hidden_states: vec![unflatten(&x)],
+            hidden_states: if all { vec![unflatten(&x)] } else { Vec::new() },
             self_attentions: Vec::new(),
             cross_attentions: Vec::new(),
         };
@@ -400,22 +406,24 @@ impl BartForConditionalGeneration {
             let q = to_heads(sa.q_proj.forward(x.view())); // (B, nh, T, hs)
             let (k, v) = self_cache
                 .append(to_heads(sa.k_proj.forward(x.view())).view(), to_heads(sa.v_proj.forward(x.view())).view());
-            let attn = attention(q.view(), k, v, Some(&causal)); // context (B, nh, T, hs)
-            let a = sa.out_proj.forward(from_heads(attn.context).view()) + &x;
+            let attn = attention(q.view(), k, v, Some(&causal), all); // context (B*T, C), heads merged
+            let a = sa.out_proj.forward(attn.context.view()) + &x;
             let a = layer.self_attn_layer_norm.forward(a.view());
             // 2. cross-attention: decoder queries, encoder keys and values
             let ca = &layer.encoder_attn;
             let q = to_heads(ca.q_proj.forward(a.view()));
-            // (B, nh, T, hs) x (B, nh, S, hs) -> context (B, nh, T, hs)
-            let cross = attention(q.view(), cross_k.view(), cross_v.view(), Some(&cross_mask));
-            let h = ca.out_proj.forward(from_heads(cross.context).view()) + &a;
+            // (B, nh, T, hs) x (B, nh, S, hs) -> context (B*T, C), heads merged
+            let cross = attention(q.view(), cross_k.view(), cross_v.view(), Some(&cross_mask), all);
+            let h = ca.out_proj.forward(cross.context.view()) + &a;
             let h = layer.encoder_attn_layer_norm.forward(h.view());
             // 3. feed-forward
             let f = feed_forward(&layer.fc1, &layer.fc2, self.activation, &h);
             x = layer.final_layer_norm.forward((f + &h).view());
-            out.hidden_states.push(unflatten(&x));
-            out.self_attentions.push(attn.probs);
-            out.cross_attentions.push(cross.probs);
+            if all {
+                out.hidden_states.push(unflatten(&x));
+            }
+            out.self_attentions.extend(attn.probs);
+            out.cross_attentions.extend(cross.probs);
         }
         let rows = if all_logits { x } else { x.select(Axis(0), &(0..b).map(|i| i * t + t - 1).collect::<Vec<_>>()) };
         let head = self.lm_head.as_ref().unwrap_or(&self.shared.weight);
@@ -444,7 +452,7 @@ impl<'a> BartSession<'a> {
     pub fn new(model: &'a BartForConditionalGeneration, source: &[u32], max_length: usize) -> Self {
         let ids = Array2::from_shape_vec((1, source.len()), source.to_vec()).expect("one row");
         let encoder_mask = Array2::ones((1, source.len()));
-        let encoder_hidden = model.encode(ids.view(), encoder_mask.view()).last_hidden_state().clone();
+        let encoder_hidden = model.encode(ids.view(), encoder_mask.view(), Keep::Result).last_hidden_state;
         Self { model, encoder_hidden, encoder_mask, cache: None, capacity: max_length }
     }
 }
@@ -459,7 +467,7 @@ impl Decoder for BartSession<'_> {
         let mask = self.encoder_mask.select(Axis(0), &rows);
         let hidden = &self.encoder_hidden;
         let cache = self.cache.get_or_insert_with(|| model.new_cache(&hidden.select(Axis(0), &rows), capacity));
-        let out = model.decode(tokens, mask.view(), cache, false);
+        let out = model.decode(tokens, mask.view(), cache, false, Keep::Result);
         out.logits.index_axis_move(Axis(1), 0)
     }
 

@@ -17,6 +17,7 @@ use crate::config::{self, BertConfig};
 use crate::encoder::{Encoder, EncoderOutput, SequenceClassifier};
 use crate::explain::Block;
 use crate::tokenizer::Batch;
+use crate::Keep;
 use crate::weights::Weights;
 
 /// `embeddings.*`: word + position + token type, then LayerNorm.
@@ -88,12 +89,13 @@ impl BertLayer {
         n_head: usize,
         act: Activation,
         mask: &AttentionMask,
-    ) -> (Array2<f32>, ndarray::Array4<f32>) {
+        keep_probs: bool,
+    ) -> (Array2<f32>, Option<ndarray::Array4<f32>>) {
         let sa = &self.attention.self_;
         let proj =
             Projections { query: &sa.query, key: &sa.key, value: &sa.value, output: &self.attention.output.dense };
         // (N, C) -> (N, C): attention, already through attention.output.dense
-        let (attn, probs) = multi_head_attention(x.view(), x.view(), batch, n_head, &proj, Some(mask));
+        let (attn, probs) = multi_head_attention(x.view(), x.view(), batch, n_head, &proj, Some(mask), keep_probs);
         let a = self.attention.output.layer_norm.forward((attn + x).view());
         // (N, C) -> (N, I)
         let mut h = self.intermediate.forward(a.view());
@@ -202,19 +204,24 @@ fn unflatten(x: &Array2<f32>, b: usize, t: usize) -> Array3<f32> {
 }
 
 impl Encoder for BertModel {
-    fn forward(&self, batch: &Batch) -> EncoderOutput {
+    fn forward(&self, batch: &Batch, keep: Keep) -> EncoderOutput {
         let (b, t) = batch.dim();
+        let all = keep.all_layers();
         let mask = AttentionMask::new(Some(batch.attention_mask.view()), b, t, t, false);
         let mut x = self.embed(batch);
-        let mut hidden_states = vec![unflatten(&x, b, t)];
-        let mut attentions = Vec::with_capacity(self.encoder.len());
-        for layer in &self.encoder {
-            let (y, probs) = layer.forward(&x, b, self.config.num_attention_heads, self.activation, &mask);
-            x = y;
+        let (mut hidden_states, mut attentions) = (Vec::new(), Vec::new());
+        if all {
             hidden_states.push(unflatten(&x, b, t));
-            attentions.push(probs);
         }
-        EncoderOutput { hidden_states, attentions }
+        for layer in &self.encoder {
+            let (y, probs) = layer.forward(&x, b, self.config.num_attention_heads, self.activation, &mask, all);
+            x = y;
+            if all {
+                hidden_states.push(unflatten(&x, b, t));
+            }
+            attentions.extend(probs);
+        }
+        EncoderOutput { last_hidden_state: unflatten(&x, b, t), hidden_states, attentions }
     }
 
     fn max_positions(&self) -> usize {
@@ -276,10 +283,10 @@ impl SequenceClassifier for BertForSequenceClassification {
         &self.bert
     }
 
-    fn classify(&self, batch: &Batch) -> (Array2<f32>, EncoderOutput) {
-        let out = self.bert.forward(batch);
+    fn classify(&self, batch: &Batch, keep: Keep) -> (Array2<f32>, EncoderOutput) {
+        let out = self.bert.forward(batch, keep);
         // (B, T, C) -> (B, C): the [CLS] token
-        let cls = out.last_hidden_state().index_axis(Axis(1), 0).to_owned();
+        let cls = out.last_hidden_state.index_axis(Axis(1), 0).to_owned();
         let pooler = self.bert.pooler.as_ref().expect("checked at load");
         let pooled = pooler.dense.forward(cls.view()).mapv(f32::tanh);
         // (B, C) -> (B, num_labels)

@@ -19,6 +19,7 @@ use crate::config::{self, DistilBertConfig};
 use crate::encoder::{Encoder, EncoderOutput, SequenceClassifier};
 use crate::explain::Block;
 use crate::tokenizer::Batch;
+use crate::Keep;
 use crate::weights::Weights;
 
 /// `nn.LayerNorm(dim, eps=1e-12)` throughout DistilBERT's code.
@@ -74,10 +75,11 @@ impl TransformerBlock {
         n_head: usize,
         act: Activation,
         mask: &AttentionMask,
-    ) -> (Array2<f32>, Array4<f32>) {
+        keep_probs: bool,
+    ) -> (Array2<f32>, Option<Array4<f32>>) {
         let at = &self.attention;
         let proj = Projections { query: &at.q_lin, key: &at.k_lin, value: &at.v_lin, output: &at.out_lin };
-        let (sa, probs) = multi_head_attention(x.view(), x.view(), batch, n_head, &proj, Some(mask));
+        let (sa, probs) = multi_head_attention(x.view(), x.view(), batch, n_head, &proj, Some(mask), keep_probs);
         let a = self.sa_layer_norm.forward((sa + x).view());
         // (N, C) -> (N, I)
         let mut h = self.ffn.lin1.forward(a.view());
@@ -156,7 +158,7 @@ impl DistilBertModel {
 }
 
 impl Encoder for DistilBertModel {
-    fn forward(&self, batch: &Batch) -> EncoderOutput {
+    fn forward(&self, batch: &Batch, keep: Keep) -> EncoderOutput {
         let (b, t) = batch.dim();
         let c = self.config.dim;
         let e = &self.embeddings;
@@ -168,15 +170,20 @@ impl Encoder for DistilBertModel {
         let unflatten =
             |x: &Array2<f32>| -> Array3<f32> { x.clone().into_shape_with_order((b, t, c)).expect("contiguous") };
         let mask = AttentionMask::new(Some(batch.attention_mask.view()), b, t, t, false);
-        let mut hidden_states = vec![unflatten(&x)];
-        let mut attentions = Vec::with_capacity(self.transformer.len());
-        for block in &self.transformer {
-            let (y, probs) = block.forward(&x, b, self.config.n_heads, self.activation, &mask);
-            x = y;
+        let all = keep.all_layers();
+        let (mut hidden_states, mut attentions) = (Vec::new(), Vec::new());
+        if all {
             hidden_states.push(unflatten(&x));
-            attentions.push(probs);
         }
-        EncoderOutput { hidden_states, attentions }
+        for block in &self.transformer {
+            let (y, probs) = block.forward(&x, b, self.config.n_heads, self.activation, &mask, all);
+            x = y;
+            if all {
+                hidden_states.push(unflatten(&x));
+            }
+            attentions.extend(probs);
+        }
+        EncoderOutput { last_hidden_state: unflatten(&x), hidden_states, attentions }
     }
 
     fn max_positions(&self) -> usize {
@@ -240,10 +247,10 @@ impl SequenceClassifier for DistilBertForSequenceClassification {
         &self.distilbert
     }
 
-    fn classify(&self, batch: &Batch) -> (Array2<f32>, EncoderOutput) {
-        let out = self.distilbert.forward(batch);
+    fn classify(&self, batch: &Batch, keep: Keep) -> (Array2<f32>, EncoderOutput) {
+        let out = self.distilbert.forward(batch, keep);
         // (B, T, C) -> (B, C): the [CLS] token
-        let cls = out.last_hidden_state().index_axis(Axis(1), 0).to_owned();
+        let cls = out.last_hidden_state.index_axis(Axis(1), 0).to_owned();
         let h = self.pre_classifier.forward(cls.view()).mapv(|v| v.max(0.0));
         // (B, C) -> (B, num_labels)
         (self.classifier.forward(h.view()), out)

@@ -23,13 +23,14 @@ use ndarray::{s, Array2, Array3, Array4, ArrayView2, Axis};
 use serde::Deserialize;
 
 use transformer::{
-    attention, merge_heads, split_heads, Activation, AttentionMask, Embedding, LayerCache, LayerNorm, Linear,
+    attention, split_heads, Activation, AttentionMask, Embedding, LayerCache, LayerNorm, Linear,
 };
 
 use crate::config;
 use crate::explain::Block;
 use crate::generation::Decoder;
 use crate::weights::Weights;
+use crate::Keep;
 use tensor::Matrix;
 
 /// The layers stored as `Conv1D` (weight `(in, out)`), relative to `h.{i}`.
@@ -117,10 +118,11 @@ pub struct Gpt2Block {
 pub struct Gpt2Output {
     /// `(B, T, V)` with all positions, or `(B, 1, V)` for the last one only.
     pub logits: Array3<f32>,
-    /// `n_layer + 1` tensors `(B, T, C)`: the embedding output, then each
-    /// block's output, the last one after `ln_f` (as transformers reports them).
+    /// With [`Keep::AllLayers`], `n_layer + 1` tensors `(B, T, C)`: the embedding
+    /// output, then each block's output, the last one after `ln_f` (as
+    /// transformers reports them); else empty.
     pub hidden_states: Vec<Array3<f32>>,
-    /// `n_layer` tensors `(B, nh, T, S)`.
+    /// With [`Keep::AllLayers`], `n_layer` tensors `(B, nh, T, S)`; else empty.
     pub attentions: Vec<Array4<f32>>,
 }
 
@@ -256,7 +258,7 @@ impl Gpt2LmHeadModel {
     /// If `P + T` exceeds `n_positions` or the cache's capacity (callers check).
     ///
     /// The math: `docs/attention.md`, section "7. Each model's quirks".
-    pub fn forward(&self, ids: ArrayView2<u32>, cache: &mut Gpt2Cache, all_logits: bool) -> Gpt2Output {
+    pub fn forward(&self, ids: ArrayView2<u32>, cache: &mut Gpt2Cache, all_logits: bool, keep: Keep) -> Gpt2Output {
         let (b, t) = ids.dim();
         let (c, nh) = (self.config.n_embd, self.config.n_head);
         let past = cache.len();
@@ -273,8 +275,11 @@ impl Gpt2LmHeadModel {
         let unflatten =
             |x: &Array2<f32>| -> Array3<f32> { x.clone().into_shape_with_order((b, t, c)).expect("contiguous") };
         let mask = AttentionMask::new(None, b, t, past + t, true);
-        let mut hidden_states = vec![unflatten(&x)];
-        let mut attentions = Vec::with_capacity(self.h.len());
+        let all = keep.all_layers();
+        let (mut hidden_states, mut attentions) = (Vec::new(), Vec::new());
+        if all {
+            hidden_states.push(unflatten(&x));
+        }
         for (block, layer_cache) in self.h.iter().zip(cache.layers.iter_mut()) {
             // a = x + attn(ln_1(x))
             let qkv = block.attn.c_attn.forward(block.ln_1.forward(x.view()).view()); // (N, C) -> (N, 3C)
@@ -286,19 +291,22 @@ impl Gpt2LmHeadModel {
             let (q, k_new, v_new) = (heads(0), heads(1), heads(2));
             // (B, nh, P + T, hs) each, the cache included
             let (k, v) = layer_cache.append(k_new.view(), v_new.view());
-            let out = attention(q.view(), k, v, Some(&mask));
-            // (B, nh, T, hs) -> (B, T, C) -> (N, C)
-            let merged = merge_heads(out.context.view()).into_shape_with_order((b * t, c)).expect("contiguous");
-            let a = block.attn.c_proj.forward(merged.view()) + &x;
+            // context (N, C), heads merged
+            let out = attention(q.view(), k, v, Some(&mask), all);
+            let a = block.attn.c_proj.forward(out.context.view()) + &x;
             // y = a + mlp(ln_2(a)); (N, C) -> (N, I) -> (N, C)
             let mut hidden = block.mlp.c_fc.forward(block.ln_2.forward(a.view()).view());
             self.activation.apply(&mut hidden);
             x = block.mlp.c_proj.forward(hidden.view()) + &a;
-            hidden_states.push(unflatten(&x));
-            attentions.push(out.probs);
+            if all {
+                hidden_states.push(unflatten(&x));
+            }
+            attentions.extend(out.probs);
         }
         x = self.ln_f.forward(x.view());
-        *hidden_states.last_mut().expect("n_layer + 1 entries") = unflatten(&x);
+        if let Some(last) = hidden_states.last_mut() {
+            *last = unflatten(&x);
+        }
         // logits for every position, or just each row's last
         let rows = if all_logits { x } else { x.select(Axis(0), &(0..b).map(|i| i * t + t - 1).collect::<Vec<_>>()) };
         let head = self.lm_head.as_ref().unwrap_or(&self.wte.weight);
@@ -329,7 +337,7 @@ impl Decoder for Gpt2Session<'_> {
         let (b, _) = tokens.dim();
         let (model, capacity) = (self.model, self.capacity);
         let cache = self.cache.get_or_insert_with(|| model.new_cache(b, capacity));
-        let out = model.forward(tokens, cache, false);
+        let out = model.forward(tokens, cache, false, Keep::Result);
         // (B, 1, V) -> (B, V)
         out.logits.index_axis_move(Axis(1), 0)
     }

@@ -24,3 +24,21 @@ pub mod pipelines;
 pub mod study;
 pub mod tokenizer;
 pub mod weights;
+
+/// What a forward pass keeps besides its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Only what the result needs: a pipeline's run.
+    Result,
+    /// Every layer's attention probabilities and hidden states, as transformers
+    /// returns them with `output_attentions=True, output_hidden_states=True`:
+    /// the study tools.
+    AllLayers,
+}
+
+impl Keep {
+    /// Whether every layer's tensors are kept.
+    pub fn all_layers(self) -> bool {
+        self == Keep::AllLayers
+    }
+}

@@ -17,7 +17,7 @@ pub mod position;
 
 pub use activation::Activation;
 pub use attention::{
-    attention, merge_heads, multi_head_attention, split_heads, AttentionMask, AttentionOutput, Projections,
+    attention, multi_head_attention, split_heads, AttentionMask, AttentionOutput, Projections,
 };
 pub use kv_cache::LayerCache;
 pub use layers::{Embedding, LayerNorm, Linear};

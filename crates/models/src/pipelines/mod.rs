@@ -15,6 +15,7 @@ use crate::encoder::EncoderOutput;
 use crate::encoder::{Encoder, SequenceClassifier};
 use crate::study::{token_strings, Study};
 use crate::tokenizer::{Batch, Encoded, TextTokenizer};
+use crate::Keep;
 
 /// Options shared by the encoder tasks.
 #[derive(Clone, Debug)]
@@ -127,7 +128,7 @@ impl TextClassification {
         let mut results = Vec::with_capacity(inputs.len());
         for chunk in encoded.chunks(opts.batch_size.max(1)) {
             let batch = Batch::pad(chunk, encoder.pad_token_id())?;
-            let (logits, _) = self.model.classify(&batch);
+            let (logits, _) = self.model.classify(&batch, Keep::Result);
             for row in logits.rows() {
                 results.push(self.postprocess(row, top_k));
             }
@@ -140,7 +141,7 @@ impl TextClassification {
     /// # Errors
     /// On empty or over-long inputs.
     pub fn study(&self, inputs: &[String], opts: &EncodeOptions) -> Result<Study> {
-        encoder_study(&self.tokenizer, self.model.encoder(), inputs, opts, |b| self.model.classify(b).1)
+        encoder_study(&self.tokenizer, self.model.encoder(), inputs, opts, |b| self.model.classify(b, Keep::AllLayers).1)
     }
 
     /// Scores and labels for one row of logits, as `TextClassificationPipeline.postprocess`.
@@ -205,7 +206,7 @@ impl FeatureExtraction {
     /// # Errors
     /// On empty or over-long inputs.
     pub fn study(&self, inputs: &[String], opts: &EncodeOptions) -> Result<Study> {
-        encoder_study(&self.tokenizer, self.model.as_ref(), inputs, opts, |b| self.model.forward(b))
+        encoder_study(&self.tokenizer, self.model.as_ref(), inputs, opts, |b| self.model.forward(b, Keep::AllLayers))
     }
 
     /// The last hidden state of every input, `[1][tokens][hidden]` each,
@@ -218,8 +219,8 @@ impl FeatureExtraction {
         let mut results = Vec::with_capacity(inputs.len());
         for chunk in encoded.chunks(opts.batch_size.max(1)) {
             let batch = Batch::pad(chunk, self.model.pad_token_id())?;
-            let out = self.model.forward(&batch);
-            let h = out.last_hidden_state();
+            let out = self.model.forward(&batch, Keep::Result);
+            let h = &out.last_hidden_state;
             for (b, &len) in batch.lengths.iter().enumerate() {
                 // (B, T, C) -> (len, C) for this input
                 let rows = h.slice(s![b, ..len, ..]);

@@ -18,6 +18,7 @@ use crate::generation::search::generate;
 use crate::generation::GenerationConfig;
 use crate::study::{token_strings, Study};
 use crate::tokenizer::TextTokenizer;
+use crate::Keep;
 
 /// The encoder-decoder `model_type`s this engine implements.
 pub const SEQ2SEQ_MODEL_TYPES: &str = "bart";
@@ -95,10 +96,10 @@ impl Summarization {
         let decoder_ids = decoder_ids.map_or_else(|| vec![start], <[u32]>::to_vec);
         let src = ndarray::Array2::from_shape_vec((1, source.len()), source.clone()).expect("one row");
         let mask = ndarray::Array2::<u8>::ones((1, source.len()));
-        let encoded = self.model.encode(src.view(), mask.view());
-        let mut cache = self.model.new_cache(encoded.last_hidden_state(), decoder_ids.len());
+        let encoded = self.model.encode(src.view(), mask.view(), Keep::AllLayers);
+        let mut cache = self.model.new_cache(&encoded.last_hidden_state, decoder_ids.len());
         let dec = ndarray::Array2::from_shape_vec((1, decoder_ids.len()), decoder_ids.clone()).expect("one row");
-        let out = self.model.decode(dec.view(), mask.view(), &mut cache, false);
+        let out = self.model.decode(dec.view(), mask.view(), &mut cache, false, Keep::AllLayers);
         let mut study = Study::default();
         study.push_all("encoder_attentions", &encoded.attentions);
         study.push_all("encoder_hidden_states", &encoded.hidden_states);

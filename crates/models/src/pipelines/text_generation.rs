@@ -11,6 +11,7 @@ use crate::generation::GenerationConfig;
 use crate::gpt2::{Gpt2Config, Gpt2LmHeadModel, Gpt2Session};
 use crate::study::{token_strings, Study};
 use crate::tokenizer::TextTokenizer;
+use crate::Keep;
 
 /// The causal-LM `model_type`s this engine implements.
 pub const CAUSAL_LM_MODEL_TYPES: &str = "gpt2";
@@ -82,7 +83,7 @@ impl TextGeneration {
         }
         let batch = ndarray::Array2::from_shape_vec((1, ids.len()), ids.clone()).expect("one row");
         let mut cache = self.model.new_cache(1, ids.len());
-        let out = self.model.forward(batch.view(), &mut cache, false);
+        let out = self.model.forward(batch.view(), &mut cache, false, Keep::AllLayers);
         let mut study = Study::default();
         study.push_all("attentions", &out.attentions);
         study.push_all("hidden_states", &out.hidden_states);
