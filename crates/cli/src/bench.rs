@@ -83,6 +83,7 @@ fn gemm(s: &BenchSettings) -> Result<Value> {
     // it, or stored (K, N) as GPT-2's Conv1D weights are, or packed once as the
     // models' layers hold it.
     let w = Array2::from_shape_fn((n, k), |(i, j)| ((i * 11 + j * 5) % 19) as f32 * 0.01);
+    let mut pack_ms = None;
     let (median, min) = match s.weight_layout.as_str() {
         "kn" => {
             let b = w.t().as_standard_layout().into_owned();
@@ -90,14 +91,16 @@ fn gemm(s: &BenchSettings) -> Result<Value> {
         }
         "packed" => {
             let kernel = tensor::gemm::Kernel::detect().context("--weight-layout packed needs AVX-512F or AVX2+FMA")?;
+            let packing = Instant::now();
             let b = tensor::matmul::pack_weight(kernel, w.t());
+            pack_ms = Some(packing.elapsed().as_secs_f64() * 1e3);
             time_runs(s.runs, || Ok(drop(std::hint::black_box(tensor::matmul_packed(a.view(), &b)))))?
         }
         _ => time_runs(s.runs, || Ok(drop(std::hint::black_box(tensor::matmul(a.view(), w.t())))))?,
     };
     let gflops = 2.0 * (m * n * k) as f64 / (median * 1e-3) / 1e9;
     Ok(
-        json!({"task": "gemm", "m": m, "n": n, "k": k, "weight_layout": s.weight_layout, "runs": s.runs, "median_ms": median, "min_ms": min, "gflops": gflops, "peak_rss_mb": peak_rss_mb()}),
+        json!({"task": "gemm", "m": m, "n": n, "k": k, "weight_layout": s.weight_layout, "pack_ms": pack_ms, "runs": s.runs, "median_ms": median, "min_ms": min, "gflops": gflops, "peak_rss_mb": peak_rss_mb()}),
     )
 }
 
