@@ -181,19 +181,28 @@ def machine(threads):
 # ---------------------------------------------------------------- workloads
 
 
-def sgemm(b: Bench, m, n, k, label, unit="gflops"):
-    """C = A @ W.T with W stored (N, K), as a Linear layer reads it; GFLOP/s (or ms for decode shapes)."""
+def sgemm(b: Bench, m, n, k, label, unit="gflops", layouts=("nk",)):
+    """C = A @ W.T with W stored (N, K), as a Linear layer reads it, or C = A @ W with W
+    stored (K, N) (layout "kn", GPT-2's Conv1D); GFLOP/s (or ms for decode shapes).
+    Ours once per layout: "nk" and "kn" read W as stored on every call, "packed" packs
+    it once before timing, as our models hold their Linear weights."""
     flops = 2.0 * m * n * k
     runs = b.runs if flops >= 1e9 else max(b.runs, 50)
     a = torch.rand(m, k)
-    w = torch.rand(n, k)
     out = torch.empty(m, n)
-    med, _ = b.time_torch(lambda: torch.matmul(a, w.T, out=out), runs=runs, warmup=max(b.warmup, 3))
-    res = b.ours("gemm", "--m", m, "--n", n, "--k", k, runs=runs)
-    if unit == "ms":
-        b.row(f"{label} (ms)", med, res and res["median_ms"], higher_is_better=False, fmt="{:.3f}")
+    if layouts == ("kn",):
+        w = torch.rand(k, n)
+        med, _ = b.time_torch(lambda: torch.matmul(a, w, out=out), runs=runs, warmup=max(b.warmup, 3))
     else:
-        b.row(f"{label} (GFLOP/s)", flops / med / 1e6, res and res["gflops"], higher_is_better=True)
+        w = torch.rand(n, k)
+        med, _ = b.time_torch(lambda: torch.matmul(a, w.T, out=out), runs=runs, warmup=max(b.warmup, 3))
+    for layout in layouts:
+        res = b.ours("gemm", "--m", m, "--n", n, "--k", k, "--weight-layout", layout, runs=runs)
+        what = label if len(layouts) == 1 else f"{label}, ours {'W packed at load' if layout == 'packed' else 'per call'}"
+        if unit == "ms":
+            b.row(f"{what} (ms)", med, res and res["median_ms"], higher_is_better=False, fmt="{:.3f}")
+        else:
+            b.row(f"{what} (GFLOP/s)", flops / med / 1e6, res and res["gflops"], higher_is_better=True)
 
 
 def gemms(b: Bench, quick):
@@ -201,10 +210,11 @@ def gemms(b: Bench, quick):
     sgemm(b, 1024, 1024, 1024, "sgemm 1024^3")
     if not quick:
         sgemm(b, 2048, 2048, 2048, "sgemm 2048^3")
-    sgemm(b, 1, 2304, 768, "decode 1x768 @ (2304x768).T, gpt2 c_attn", unit="ms")
-    sgemm(b, 9, 768, 768, "9x768 @ (768x768).T, sst2 sentence")
-    sgemm(b, 128, 3072, 768, "128x768 @ (3072x768).T, bert FFN up")
-    sgemm(b, 347, 4096, 1024, "347x1024 @ (4096x1024).T, bart FFN up")
+    sgemm(b, 1, 2304, 768, "decode 1x768 @ (768x2304), gpt2 c_attn", unit="ms", layouts=("kn",))
+    both = ("nk", "packed")
+    sgemm(b, 9, 768, 768, "9x768 @ (768x768).T, sst2 sentence", layouts=both)
+    sgemm(b, 128, 3072, 768, "128x768 @ (3072x768).T, bert FFN up", layouts=both)
+    sgemm(b, 347, 4096, 1024, "347x1024 @ (4096x1024).T, bart FFN up", layouts=both)
 
 
 def distilbert_sst2(b: Bench):

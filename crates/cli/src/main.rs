@@ -637,11 +637,27 @@ fn run(cli: Cli) -> Result<Option<Output>> {
     })))
 }
 
+/// Tells glibc's allocator to keep freed memory for reuse instead of handing
+/// it back to the kernel. A forward pass allocates and frees megabytes of
+/// activations per layer; by default glibc serves such blocks with fresh
+/// `mmap`s (or trims the heap after freeing them), so every layer paid page
+/// faults and the kernel's zeroing of each page again: 8% of a DistilBERT batch
+/// of 8 x 128 (454 -> 416 ms with this, peak memory unchanged).
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 fn main() -> ExitCode {
     // A panic is a bug in this program, not in the user's input: say so on one line.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("error: internal error ({info}); please report it");
     }));
+    keep_freed_memory();
     let cli = Cli::parse();
     // The whole command runs on a thread of rayon's pool: the parallel kernels
     // started from there begin at once on this thread while the other workers
