@@ -298,28 +298,35 @@ fn pack_panel(
     let at = |l: usize, k: usize| if lines_are_rows { m.index(first + l, p0 + k) } else { m.index(p0 + k, first + l) };
     if depth_stride == 1 {
         // each line is contiguous along k (a row-major activation, or an (N, K)
-        // weight read transposed): a transpose. Blocks of 8 lines x 8 depths go
-        // through registers (8 loads, 24 shuffles, 8 stores, where element by
+        // weight read transposed): a transpose. Blocks of up to 8 lines x 8 depths
+        // go through registers (8 loads, 24 shuffles, 8 stores, where element by
         // element takes 64 loads and 64 stores; packing was 16% of a DistilBERT
-        // batch before); the ragged edges are copied one float at a time.
+        // batch before). A group of fewer than 8 lines (the last 6 of a 14-wide A
+        // panel, or a ragged edge) repeats its last line to fill the block and
+        // stores only its own lanes; depths past the last multiple of 8 are copied
+        // one float at a time.
         let mut lines_done = 0;
         #[cfg(target_arch = "x86_64")]
-        if width.is_multiple_of(8) && std::arch::is_x86_feature_detected!("avx") {
-            let (full_lines, full_depth) = (count / 8 * 8, kc / 8 * 8);
-            for l0 in (0..full_lines).step_by(8) {
-                let rows: [&[f32]; 8] = std::array::from_fn(|i| &m.data[at(l0 + i, 0)..at(l0 + i, 0) + kc]);
+        if std::arch::is_x86_feature_detected!("avx") {
+            let full_depth = kc / 8 * 8;
+            for l0 in (0..count).step_by(8) {
+                let lines = 8.min(count - l0);
+                let rows: [&[f32]; 8] = std::array::from_fn(|i| {
+                    let l = l0 + i.min(lines - 1);
+                    &m.data[at(l, 0)..at(l, 0) + kc]
+                });
                 for k0 in (0..full_depth).step_by(8) {
                     // SAFETY: AVX was detected; each row has kc >= k0 + 8 floats, and
-                    // dst has room for depths k0..k0+8 of lines l0..l0+8 (width % 8 == 0).
-                    unsafe { transpose_8x8_avx(&rows, k0, &mut dst[k0 * width + l0..], width) };
+                    // dst has room for depths k0..k0+8 of lines l0..l0+lines (l0 + lines <= width).
+                    unsafe { transpose_8x8_avx(&rows, k0, &mut dst[k0 * width + l0..], width, lines) };
                 }
-                for (i, row) in rows.iter().enumerate() {
+                for (i, row) in rows.iter().take(lines).enumerate() {
                     for k in full_depth..kc {
                         dst[k * width + l0 + i] = row[k];
                     }
                 }
             }
-            lines_done = full_lines;
+            lines_done = count;
         }
         for l in lines_done..count {
             let src = &m.data[at(l, 0)..at(l, 0) + kc];
@@ -342,15 +349,16 @@ fn pack_panel(
     }
 }
 
-/// Writes `rows[i][k0 + j]` to `dst[j * stride + i]` for `i, j < 8`.
+/// Writes `rows[i][k0 + j]` to `dst[j * stride + i]` for `i < lanes`, `j < 8`.
 ///
 /// # Safety
-/// The CPU has AVX; every row holds `k0 + 8` floats and `dst` at least `7 * stride + 8`.
+/// The CPU has AVX; `1 <= lanes <= 8`; every row holds `k0 + 8` floats and `dst`
+/// at least `7 * stride + lanes`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn transpose_8x8_avx(rows: &[&[f32]; 8], k0: usize, dst: &mut [f32], stride: usize) {
+unsafe fn transpose_8x8_avx(rows: &[&[f32]; 8], k0: usize, dst: &mut [f32], stride: usize, lanes: usize) {
     use std::arch::x86_64::*;
-    debug_assert!(rows.iter().all(|r| r.len() >= k0 + 8) && dst.len() >= 7 * stride + 8);
+    debug_assert!(rows.iter().all(|r| r.len() >= k0 + 8) && dst.len() >= 7 * stride + lanes);
     let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(rows[i].as_ptr().add(k0)));
     // interleave pairs of rows, then pairs of pairs, then swap 128-bit halves
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
@@ -379,8 +387,17 @@ unsafe fn transpose_8x8_avx(rows: &[&[f32]; 8], k0: usize, dst: &mut [f32], stri
         _mm256_permute2f128_ps::<0x31>(u2, u6),
         _mm256_permute2f128_ps::<0x31>(u3, u7),
     ];
-    for (j, col) in cols.into_iter().enumerate() {
-        _mm256_storeu_ps(dst.as_mut_ptr().add(j * stride), col);
+    if lanes == 8 {
+        for (j, col) in cols.into_iter().enumerate() {
+            _mm256_storeu_ps(dst.as_mut_ptr().add(j * stride), col);
+        }
+    } else {
+        // lane i is stored where its mask element has the top bit set: `lanes` of -1, then 0s
+        const ONES_THEN_ZEROS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mask = _mm256_loadu_si256(ONES_THEN_ZEROS.as_ptr().add(8 - lanes).cast());
+        for (j, col) in cols.into_iter().enumerate() {
+            _mm256_maskstore_ps(dst.as_mut_ptr().add(j * stride), mask, col);
+        }
     }
 }
 
