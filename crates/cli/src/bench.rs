@@ -18,6 +18,7 @@ use models::hub::resolve_model;
 use models::pipelines::summarization::Summarization;
 use models::pipelines::text_generation::TextGeneration;
 use models::pipelines::{EncodeOptions, FeatureExtraction, TextClassification};
+use tensor::PackedType;
 
 /// The benchmark's settings (see `pipeline bench --help`).
 pub struct BenchSettings {
@@ -33,6 +34,8 @@ pub struct BenchSettings {
     /// gemm: `nk` (an `(N, K)` weight read transposed), `kn` (row-major `(K, N)`)
     /// or `packed` (packed once before timing).
     pub weight_layout: String,
+    /// How the weight matrices are stored (`--dtype`).
+    pub weights: PackedType,
 }
 
 /// Peak resident memory of this process, from `/proc/self/status` (`VmHWM`), in MB.
@@ -92,7 +95,8 @@ fn gemm(s: &BenchSettings) -> Result<Value> {
         "packed" => {
             let kernel = tensor::gemm::Kernel::detect().context("--weight-layout packed needs AVX-512F or AVX2+FMA")?;
             let packing = Instant::now();
-            let b = tensor::matmul::pack_weight(kernel, w.t());
+            models::weights::require_packed_type(s.weights)?;
+            let b = tensor::matmul::pack_weight(kernel, s.weights, w.t());
             pack_ms = Some(packing.elapsed().as_secs_f64() * 1e3);
             time_runs(s.runs, || Ok(drop(std::hint::black_box(tensor::matmul_packed(a.view(), &b)))))?
         }
@@ -117,7 +121,7 @@ pub fn bench(s: &BenchSettings) -> Result<Value> {
     let start = Instant::now();
     let result = match s.target.as_str() {
         "sentiment-analysis" | "text-classification" => {
-            let pipe = TextClassification::load(&dir)?;
+            let pipe = TextClassification::load_as(&dir, s.weights)?;
             let load_ms = start.elapsed().as_secs_f64() * 1e3;
             let inputs = encoder_inputs(s, |t| Ok(pipe.tokenizer.encode(t, false)?.ids.len() + 2))?;
             let opts = EncodeOptions { truncation: false, batch_size: s.batch_size };
@@ -125,7 +129,7 @@ pub fn bench(s: &BenchSettings) -> Result<Value> {
             json!({"load_ms": load_ms, "median_ms": median, "min_ms": min, "batch_size": inputs.len()})
         }
         "feature-extraction" => {
-            let pipe = FeatureExtraction::load(&dir)?;
+            let pipe = FeatureExtraction::load_as(&dir, s.weights)?;
             let load_ms = start.elapsed().as_secs_f64() * 1e3;
             let inputs = encoder_inputs(s, |t| Ok(pipe.tokenizer.encode(t, true)?.ids.len()))?;
             let opts = EncodeOptions { truncation: false, batch_size: s.batch_size };
@@ -133,7 +137,7 @@ pub fn bench(s: &BenchSettings) -> Result<Value> {
             json!({"load_ms": load_ms, "median_ms": median, "min_ms": min, "batch_size": inputs.len()})
         }
         "text-generation" => {
-            let pipe = TextGeneration::load(&dir)?;
+            let pipe = TextGeneration::load_as(&dir, s.weights)?;
             let load_ms = start.elapsed().as_secs_f64() * 1e3;
             let prompt = match (&s.input, s.seq_len) {
                 (Some(text), _) => text.clone(),
@@ -160,7 +164,7 @@ pub fn bench(s: &BenchSettings) -> Result<Value> {
                    "first_token_ms_after_load": first_token_ms})
         }
         "summarization" => {
-            let pipe = Summarization::load(&dir)?;
+            let pipe = Summarization::load_as(&dir, s.weights)?;
             let load_ms = start.elapsed().as_secs_f64() * 1e3;
             let text = match (&s.input, s.seq_len) {
                 (Some(text), _) => text.clone(),

@@ -23,6 +23,7 @@ use models::pipelines::summarization::Summarization;
 use models::pipelines::text_generation::TextGeneration;
 use models::pipelines::{Classification, EncodeOptions, FeatureExtraction, LabelScore, TextClassification};
 use models::study::Study;
+use tensor::PackedType;
 
 #[derive(Parser)]
 #[command(name = "pipeline", version, about = "Hugging Face pipelines in pure Rust, on local checkpoints")]
@@ -59,6 +60,22 @@ enum Task {
     Bench(BenchArgs),
 }
 
+/// `--dtype`: how the weight matrices are stored.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Dtype {
+    F32,
+    Bf16,
+}
+
+impl Dtype {
+    fn packed(self) -> PackedType {
+        match self {
+            Dtype::F32 => PackedType::F32,
+            Dtype::Bf16 => PackedType::Bf16,
+        }
+    }
+}
+
 #[derive(Args)]
 struct BenchArgs {
     /// `gemm`, or a task: sentiment-analysis, feature-extraction, text-generation, summarization.
@@ -66,6 +83,10 @@ struct BenchArgs {
     /// The checkpoint (tasks only).
     #[arg(long, value_name = "DIR | ORG/NAME")]
     model: Option<String>,
+    /// How the weight matrices are stored: f32 (exact), or bf16 (half the bytes
+    /// for faster decoding, weights rounded to about 3 digits; needs AVX-512).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
     /// Timed runs after one load; the median and minimum are reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -313,6 +334,10 @@ struct SummarizationArgs {
     /// A checkpoint directory or a model id in the local Hugging Face cache.
     #[arg(long, value_name = "DIR | ORG/NAME")]
     model: String,
+    /// How the weight matrices are stored: f32 (exact), or bf16 (half the bytes
+    /// for faster decoding, weights rounded to about 3 digits; needs AVX-512).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
     #[command(flatten)]
     search: SearchArgs,
     /// When beam search stops: true (num_beams finished), false (heuristic) or never.
@@ -350,7 +375,7 @@ fn summarization(args: SummarizationArgs) -> Result<Value> {
         anyhow::bail!("no input given: pass texts as arguments or one per line on stdin");
     }
     let overrides = args.overrides()?;
-    let pipe = Summarization::load(&dir)?;
+    let pipe = Summarization::load_as(&dir, args.dtype.packed())?;
     args.study.write(|| match texts.as_slice() {
         [text] => pipe.study(text, None),
         _ => anyhow::bail!("--dump takes exactly one text"),
@@ -383,6 +408,10 @@ struct GenerationArgs {
     /// A checkpoint directory or a model id in the local Hugging Face cache.
     #[arg(long, value_name = "DIR | ORG/NAME")]
     model: String,
+    /// How the weight matrices are stored: f32 (exact), or bf16 (half the bytes
+    /// for faster decoding, weights rounded to about 3 digits; needs AVX-512).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
     /// Tokens to generate after the prompt.
     #[arg(long)]
     max_new_tokens: Option<usize>,
@@ -479,7 +508,7 @@ fn text_generation(args: GenerationArgs) -> Result<Option<Value>> {
     if prompts.is_empty() {
         anyhow::bail!("no input given: pass prompts as arguments or one per line on stdin");
     }
-    let pipe = TextGeneration::load(&dir)?;
+    let pipe = TextGeneration::load_as(&dir, args.dtype.packed())?;
     args.study.write(|| match prompts.as_slice() {
         [prompt] => pipe.study(prompt),
         _ => anyhow::bail!("--dump takes exactly one prompt"),
@@ -561,6 +590,10 @@ struct EncoderArgs {
     /// Inputs per padded forward pass.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     batch_size: u64,
+    /// How the weight matrices are stored: f32 (exact), or bf16 (half the bytes
+    /// for faster decoding, weights rounded to about 3 digits; needs AVX-512).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
     #[command(flatten)]
     study: StudyArgs,
     /// The texts; with none, one text per line is read from stdin.
@@ -598,7 +631,7 @@ fn run(cli: Cli) -> Result<Option<Output>> {
         Task::SentimentAnalysis { common, top_k } => {
             let dir = resolve_model(&common.model)?;
             let texts = common.texts()?;
-            let pipe = TextClassification::load(&dir)?;
+            let pipe = TextClassification::load_as(&dir, common.dtype.packed())?;
             common.study.write(|| pipe.study(&texts, &common.options()))?;
             let results = pipe.run(&texts, top_k, &common.options())?;
             Value::Array(
@@ -614,7 +647,7 @@ fn run(cli: Cli) -> Result<Option<Output>> {
         Task::FeatureExtraction { common } => {
             let dir = resolve_model(&common.model)?;
             let texts = common.texts()?;
-            let pipe = FeatureExtraction::load(&dir)?;
+            let pipe = FeatureExtraction::load_as(&dir, common.dtype.packed())?;
             common.study.write(|| pipe.study(&texts, &common.options()))?;
             serde_json::to_value(pipe.run(&texts, &common.options())?)?
         }
@@ -633,6 +666,7 @@ fn run(cli: Cli) -> Result<Option<Output>> {
             input: args.input,
             mnk: (args.m, args.n, args.k),
             weight_layout: args.weight_layout,
+            weights: args.dtype.packed(),
         })?,
     })))
 }

@@ -10,7 +10,8 @@ use crate::config::{parse, read_config, ClassifierLabels};
 use crate::distilbert::{DistilBertForSequenceClassification, DistilBertModel};
 use crate::encoder::{Encoder, SequenceClassifier};
 use crate::tokenizer::TextTokenizer;
-use crate::weights::Checkpoint;
+use crate::weights::{require_packed_type, Checkpoint};
+use tensor::PackedType;
 
 /// The encoder `model_type`s this engine implements.
 pub const ENCODER_MODEL_TYPES: &str = "bert, distilbert";
@@ -19,8 +20,8 @@ fn model_type(config: &Value) -> Result<&str> {
     config.get("model_type").and_then(Value::as_str).context("config.json has no `model_type`")
 }
 
-fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
-    Checkpoint::open(dir.join("model.safetensors"))
+fn open_checkpoint(dir: &Path, weights: PackedType) -> Result<Checkpoint> {
+    Ok(Checkpoint::open(dir.join("model.safetensors"))?.packing_as(weights))
 }
 
 /// Loads a model from the checkpoint with `load_model` and its tokenizer, at
@@ -36,12 +37,14 @@ fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
 /// If either fails to load, or tokenizer.json has more tokens than `vocab_size`.
 pub fn load_with_tokenizer<M>(
     dir: &Path,
+    weights: PackedType,
     load_model: impl FnOnce(&Checkpoint) -> Result<M>,
     limits: impl FnOnce(&M) -> (usize, usize),
 ) -> Result<(M, TextTokenizer)> {
+    require_packed_type(weights)?;
     let (model, parsed) = std::thread::scope(|s| {
         let parsing = s.spawn(|| TextTokenizer::parse(dir));
-        let model = open_checkpoint(dir).and_then(|ckpt| {
+        let model = open_checkpoint(dir, weights).and_then(|ckpt| {
             let model = load_model(&ckpt)?;
             ckpt.prefault();
             Ok(model)
@@ -83,7 +86,7 @@ pub fn require_model_type(config: &Value, expected: &str, task: &str) -> Result<
 /// # Errors
 /// On unreadable files, an unsupported `model_type` (the supported ones are
 /// listed), or any tensor that is missing or misshapen.
-pub fn load_encoder(dir: &Path) -> Result<(Box<dyn Encoder>, TextTokenizer)> {
+pub fn load_encoder(dir: &Path, weights: PackedType) -> Result<(Box<dyn Encoder>, TextTokenizer)> {
     let config = read_config(dir)?;
     let load = |ckpt: &Checkpoint| -> Result<Box<dyn Encoder>> {
         let prefixed = |prefix: &str| ckpt.contains(&format!("{prefix}.embeddings.word_embeddings.weight"));
@@ -99,14 +102,17 @@ pub fn load_encoder(dir: &Path) -> Result<(Box<dyn Encoder>, TextTokenizer)> {
             other => bail!("model_type `{other}` is not supported for this task (supported: {ENCODER_MODEL_TYPES})"),
         })
     };
-    load_with_tokenizer(dir, load, |e| (e.max_positions(), e.vocab_size()))
+    load_with_tokenizer(dir, weights, load, |e| (e.max_positions(), e.vocab_size()))
 }
 
 /// Loads a `*ForSequenceClassification` checkpoint with its labels.
 ///
 /// # Errors
 /// As [`load_encoder`]; also if the checkpoint has no classification head.
-pub fn load_classifier(dir: &Path) -> Result<(Box<dyn SequenceClassifier>, ClassifierLabels, TextTokenizer)> {
+pub fn load_classifier(
+    dir: &Path,
+    weights: PackedType,
+) -> Result<(Box<dyn SequenceClassifier>, ClassifierLabels, TextTokenizer)> {
     let config = read_config(dir)?;
     let labels = ClassifierLabels::from_config(&config)?;
     let n = labels.labels.len();
@@ -130,6 +136,6 @@ pub fn load_classifier(dir: &Path) -> Result<(Box<dyn SequenceClassifier>, Class
         })
     };
     let (model, tokenizer) =
-        load_with_tokenizer(dir, load, |m| (m.encoder().max_positions(), m.encoder().vocab_size()))?;
+        load_with_tokenizer(dir, weights, load, |m| (m.encoder().max_positions(), m.encoder().vocab_size()))?;
     Ok((model, labels, tokenizer))
 }

@@ -160,8 +160,8 @@ pub struct BartForConditionalGeneration {
     pub decoder_layers: Vec<BartDecoderLayer>,
     /// `(V)`, from `final_logits_bias` `(1, V)`
     pub final_logits_bias: Array1<f32>,
-    /// `(V, C)` when the checkpoint has its own `lm_head.weight`; `None` means tied to `shared`.
-    pub lm_head: Option<tensor::Matrix>,
+    /// `(V, C)`: the checkpoint's own `lm_head.weight`, or `shared`'s matrix when tied.
+    pub lm_head: Linear,
 }
 
 /// The decoder's caches for one generation: self-attention keys and values
@@ -253,7 +253,11 @@ impl BartForConditionalGeneration {
             .unwrap_or("model.shared");
         let shared = root.pp(shared_name).embedding(v, c)?;
         let final_logits_bias = root.get2("final_logits_bias", (1, v))?.index_axis_move(Axis(0), 0);
-        let lm_head = if root.contains("lm_head.weight") { Some(root.matrix("lm_head.weight", (v, c))?) } else { None };
+        let lm_head = if root.contains("lm_head.weight") {
+            root.lm_head(root.matrix("lm_head.weight", (v, c))?, "lm_head.weight")
+        } else {
+            root.lm_head(shared.weight.clone(), &format!("{shared_name}.weight"))
+        };
         let embed_scale = if config.scale_embedding { (c as f32).sqrt() } else { 1.0 };
         Ok(Self {
             encoder: stack("encoder")?,
@@ -426,9 +430,8 @@ impl BartForConditionalGeneration {
             out.cross_attentions.extend(cross.probs);
         }
         let rows = if all_logits { x } else { x.select(Axis(0), &(0..b).map(|i| i * t + t - 1).collect::<Vec<_>>()) };
-        let head = self.lm_head.as_ref().unwrap_or(&self.shared.weight);
         // (rows, C) x (C, V) -> (rows, V), plus the bias
-        let logits = tensor::matmul(rows.view(), head.t()) + &self.final_logits_bias;
+        let logits = self.lm_head.forward(rows.view()) + &self.final_logits_bias;
         let per_row = if all_logits { t } else { 1 };
         out.logits = logits.into_shape_with_order((b, per_row, self.config.vocab_size)).expect("contiguous");
         out

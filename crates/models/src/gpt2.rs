@@ -31,7 +31,7 @@ use crate::explain::Block;
 use crate::generation::Decoder;
 use crate::weights::Weights;
 use crate::Keep;
-use tensor::Matrix;
+use tensor::PackedType;
 
 /// The layers stored as `Conv1D` (weight `(in, out)`), relative to `h.{i}`.
 pub const CONV1D_LAYERS: [&str; 4] = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"];
@@ -79,15 +79,20 @@ fn default_true() -> bool {
 /// Reads a `Conv1D` in this scope (`weight` `(in, out)`) as a [`Linear`] `(out, in)`:
 /// the same bytes, viewed transposed.
 ///
-/// Not packed ([`Linear::packed`]), unlike `nn.Linear` weights: decoding reads
-/// the `(in, out)` rows in place as fast as packed panels (47 tokens/s either
-/// way on the benchmark, measured), and packing GPT-2's 340 MB of layers
-/// took loading from about 105 to 260 ms.
+/// In float32 not packed ([`Linear::packed`]), unlike `nn.Linear` weights:
+/// decoding reads the `(in, out)` rows in place as fast as packed panels (47
+/// tokens/s either way on the benchmark, measured), and packing GPT-2's 340 MB
+/// of layers took loading from about 105 to 260 ms. With bf16 weights they
+/// are packed, for half the bytes per step.
 ///
 /// The math: `docs/attention.md`, section "7. Each model's quirks".
 fn conv1d(w: &Weights, in_features: usize, out_features: usize) -> Result<Linear> {
     let weight = w.matrix("weight", (in_features, out_features))?;
-    Ok(Linear::new(weight.transposed(), Some(w.get1("bias", out_features)?)))
+    let linear = Linear::new(weight.transposed(), Some(w.get1("bias", out_features)?));
+    Ok(match w.packed_type() {
+        PackedType::F32 => linear,
+        ty => w.release_if_packed(linear.packed(ty), "weight"),
+    })
 }
 
 /// `h.{i}.attn`: fused query/key/value projection and output projection.
@@ -158,8 +163,8 @@ pub struct Gpt2LmHeadModel {
     pub wpe: Embedding,
     pub h: Vec<Gpt2Block>,
     pub ln_f: LayerNorm,
-    /// `(V, C)` when the checkpoint has its own; `None` means tied to `wte`.
-    pub lm_head: Option<Matrix>,
+    /// `(V, C)`: the checkpoint's own `lm_head.weight`, or `wte`'s matrix when tied.
+    pub lm_head: Linear,
 }
 
 impl Gpt2LmHeadModel {
@@ -197,13 +202,14 @@ impl Gpt2LmHeadModel {
                 },
             });
         }
+        let wte = w.pp("wte").embedding(config.vocab_size, c)?;
         let lm_head = if root.contains("lm_head.weight") {
-            Some(root.matrix("lm_head.weight", (config.vocab_size, c))?)
+            root.lm_head(root.matrix("lm_head.weight", (config.vocab_size, c))?, "lm_head.weight")
         } else {
-            None
+            w.lm_head(wte.weight.clone(), "wte.weight")
         };
         Ok(Self {
-            wte: w.pp("wte").embedding(config.vocab_size, c)?,
+            wte,
             wpe: w.pp("wpe").embedding(config.n_positions, c)?,
             ln_f: w.pp("ln_f").layer_norm(c, eps)?,
             h,
@@ -309,9 +315,8 @@ impl Gpt2LmHeadModel {
         }
         // logits for every position, or just each row's last
         let rows = if all_logits { x } else { x.select(Axis(0), &(0..b).map(|i| i * t + t - 1).collect::<Vec<_>>()) };
-        let head = self.lm_head.as_ref().unwrap_or(&self.wte.weight);
         // (rows, C) x (C, V) -> (rows, V)
-        let logits = tensor::matmul(rows.view(), head.t());
+        let logits = self.lm_head.forward(rows.view());
         let per_row = if all_logits { t } else { 1 };
         let logits = logits.into_shape_with_order((b, per_row, self.config.vocab_size)).expect("contiguous");
         Gpt2Output { logits, hidden_states, attentions }

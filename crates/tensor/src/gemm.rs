@@ -47,7 +47,7 @@
 use rayon::prelude::*;
 
 /// Depth of a packed slice (see the module docs).
-pub const KC: usize = 256;
+pub const KC: usize = 384;
 /// Columns of `B` packed at once: `KC x NC` floats = 512 KiB.
 pub const NC: usize = 512;
 
@@ -186,10 +186,7 @@ unsafe fn kernel_avx512<const R: usize>(
     use std::arch::x86_64::*;
     const MR: usize = 14;
     const NR: usize = 32;
-    for i in 0..R {
-        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 16) as *const i8);
-    }
+    prefetch_tile::<R>(c, ldc);
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
@@ -205,14 +202,46 @@ unsafe fn kernel_avx512<const R: usize>(
         ap = ap.add(MR);
         bp = bp.add(NR);
     }
-    for (i, row) in acc.iter_mut().enumerate() {
+    store_tile(&acc, c, ldc, accumulate);
+}
+
+/// Prefetches the `R x 32` tile of `C` at `c` into L1, so that the final
+/// read-add-write of a tile that has left the caches does not stall.
+///
+/// # Safety
+/// The CPU has AVX-512F (the caller's target); prefetches never fault.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch_tile<const R: usize>(c: *const f32, ldc: usize) {
+    use std::arch::x86_64::*;
+    for i in 0..R {
+        _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + 16) as *const i8);
+    }
+}
+
+/// Writes the `R x 32` accumulators over the tile of `C` at `c`, or adds them to it.
+///
+/// # Safety
+/// The CPU has AVX-512F; `c` addresses `R` rows of 32 floats, `ldc` apart.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_tile<const R: usize>(
+    acc: &[[std::arch::x86_64::__m512; 2]; R],
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    for (i, row) in acc.iter().enumerate() {
         let out = c.add(i * ldc);
+        let (mut lo, mut hi) = (row[0], row[1]);
         if accumulate {
-            row[0] = _mm512_add_ps(_mm512_loadu_ps(out), row[0]);
-            row[1] = _mm512_add_ps(_mm512_loadu_ps(out.add(16)), row[1]);
+            lo = _mm512_add_ps(_mm512_loadu_ps(out), lo);
+            hi = _mm512_add_ps(_mm512_loadu_ps(out.add(16)), hi);
         }
-        _mm512_storeu_ps(out, row[0]);
-        _mm512_storeu_ps(out.add(16), row[1]);
+        _mm512_storeu_ps(out, lo);
+        _mm512_storeu_ps(out.add(16), hi);
     }
 }
 
@@ -255,6 +284,75 @@ unsafe fn kernel_avx2<const R: usize>(
         _mm256_storeu_ps(out, row[0]);
         _mm256_storeu_ps(out.add(8), row[1]);
     }
+}
+
+/// The 14 x 32 AVX-512 tile, or its first `rows` rows, over a bf16 B panel
+/// ([`PackedB`]'s layout): each step loads 32 bf16 values in one 64-byte
+/// load and widens them to float32 with a shift and a mask, then proceeds as
+/// [`kernel_avx512`]. Why: the few-row products of decoding are bound by how
+/// fast the weights arrive, and bf16 halves their bytes.
+///
+/// # Safety
+/// As [`Kernel::run`] for [`Kernel::Avx512`]: the CPU has AVX-512F; `b` holds `kc * 16` words.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_bf16(rows: usize, kc: usize, a: *const f32, b: *const u32, c: *mut f32, ldc: usize, accumulate: bool) {
+    type Tile = unsafe fn(usize, *const f32, *const u32, *mut f32, usize, bool);
+    const TILES: [Tile; 14] = [
+        kernel_bf16_rows::<1>,
+        kernel_bf16_rows::<2>,
+        kernel_bf16_rows::<3>,
+        kernel_bf16_rows::<4>,
+        kernel_bf16_rows::<5>,
+        kernel_bf16_rows::<6>,
+        kernel_bf16_rows::<7>,
+        kernel_bf16_rows::<8>,
+        kernel_bf16_rows::<9>,
+        kernel_bf16_rows::<10>,
+        kernel_bf16_rows::<11>,
+        kernel_bf16_rows::<12>,
+        kernel_bf16_rows::<13>,
+        kernel_bf16_rows::<14>,
+    ];
+    TILES[rows.clamp(1, 14) - 1](kc, a, b, c, ldc, accumulate)
+}
+
+/// [`kernel_bf16`] for `R` rows.
+///
+/// # Safety
+/// See [`kernel_bf16`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_bf16_rows<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    const MR: usize = 14;
+    const WORDS: usize = 16;
+    prefetch_tile::<R>(c, ldc);
+    let high = _mm512_set1_epi32(0xffff_0000_u32 as i32);
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..kc {
+        _mm_prefetch::<_MM_HINT_T0>(bp.add(PREFETCH / 2) as *const i8);
+        let words = _mm512_loadu_si512(bp.cast());
+        // low halves: columns 0..16; high halves: columns 16..32
+        let b0 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(words));
+        let b1 = _mm512_castsi512_ps(_mm512_and_si512(words, high));
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = _mm512_set1_ps(*ap.add(i));
+            row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+            row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+        }
+        ap = ap.add(MR);
+        bp = bp.add(WORDS);
+    }
+    store_tile(&acc, c, ldc, accumulate);
 }
 
 /// Packs `count` lines starting at `first` (rows of `A` if `lines_are_rows`,
@@ -456,26 +554,31 @@ unsafe fn gemm_block(
         pack(a, true, r0, mt, pc, kc, mr, &mut packed_a);
         for jc in (0..nt).step_by(NC) {
             let nc = NC.min(nt - jc);
-            let panels: &[f32] = match b {
+            // this block's B panels: the first one, the bytes from one to the next, and whether bf16
+            let (first_panel, panel_bytes, bf16): (*const u8, usize, bool) = match b {
                 BSource::Strided(b) => {
                     pack(b, false, c0 + jc, nc, pc, kc, nr, &mut packed_b);
-                    &packed_b
+                    (packed_b.as_ptr().cast(), kc * nr * 4, false)
                 }
                 BSource::Packed(p) => {
-                    let first = (c0 + jc) / nr * kc * nr;
-                    &p.slice(pc, kc)[first..first + nc.div_ceil(nr) * kc * nr]
+                    let panel_bytes = kc * nr * p.ty.bytes();
+                    (p.slice(pc, kc).as_ptr().add((c0 + jc) / nr * panel_bytes), panel_bytes, p.ty == PackedType::Bf16)
                 }
             };
             for (ip, apanel) in packed_a.chunks_exact(kc * mr).enumerate() {
                 let height = mr.min(mt - ip * mr);
-                for (jp, bpanel) in panels.chunks_exact(kc * nr).enumerate() {
+                for jp in 0..nc.div_ceil(nr) {
+                    let bpanel = first_panel.add(jp * panel_bytes);
                     let width = nr.min(nc - jp * nr);
                     let out = c.add(ip * mr * ldc + jc + jp * nr);
-                    if width == nr {
-                        kernel.run(height, kc, apanel.as_ptr(), bpanel.as_ptr(), out, ldc, accumulate);
+                    // a right-edge tile is computed whole into `tile`, then the part inside C written
+                    let (dst, ld, add) = if width == nr { (out, ldc, accumulate) } else { (tile.as_mut_ptr(), nr, false) };
+                    if bf16 {
+                        kernel_bf16(height, kc, apanel.as_ptr(), bpanel.cast(), dst, ld, add);
                     } else {
-                        // a right-edge tile: compute it whole, then write the part inside C
-                        kernel.run(height, kc, apanel.as_ptr(), bpanel.as_ptr(), tile.as_mut_ptr(), nr, false);
+                        kernel.run(height, kc, apanel.as_ptr(), bpanel.cast(), dst, ld, add);
+                    }
+                    if width < nr {
                         for i in 0..height {
                             for j in 0..width {
                                 let o = out.add(i * ldc + j);
@@ -490,6 +593,28 @@ unsafe fn gemm_block(
     PACKING.set((packed_a, packed_b));
 }
 
+/// How a [`PackedB`] stores its values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackedType {
+    /// float32, as given.
+    F32,
+    /// bfloat16 (the top 16 bits of a float32, rounded to nearest even): half
+    /// the bytes, about 3 significant digits. Products still multiply and add
+    /// in float32 (each value is widened in registers), so only the stored
+    /// weights are rounded. AVX-512 only.
+    Bf16,
+}
+
+impl PackedType {
+    /// Bytes per stored value.
+    fn bytes(self) -> usize {
+        match self {
+            PackedType::F32 => 4,
+            PackedType::Bf16 => 2,
+        }
+    }
+}
+
 /// A `B (K x N)` operand packed once for every later product with it: the
 /// panels [`gemm_block`] would otherwise pack on each call.
 ///
@@ -499,50 +624,72 @@ unsafe fn gemm_block(
 /// memory traffic as the product itself). Packed, each `NR`-wide panel of a
 /// depth slice is one contiguous run of memory that the kernel streams
 /// front to back, so the few-row products of decoding read their weights at
-/// the prefetchers' full speed too.
+/// the prefetchers' full speed too. Stored as bf16 ([`PackedType::Bf16`]),
+/// those reads are half as many bytes.
 ///
 /// Layout: for each `KC` slice of depth (the last one shorter), `ceil(N / NR)`
-/// panels `[k][NR]`, zero-padded past `N`.
+/// panels `[k][NR]`, zero-padded past `N`. In bf16, each `k` row of a 32-wide
+/// panel is 16 words of 32 bits, word `i` holding column `16 + i` in its high
+/// half and column `i` in its low half: one shift gives columns 0..16 as
+/// float32 and one mask columns 16..32 (see [`kernel_bf16`]).
 pub struct PackedB {
     kernel: Kernel,
+    ty: PackedType,
     k: usize,
     n: usize,
-    /// `k * ceil(n / NR) * NR` floats, in fresh anonymous memory: see [`PackedB::new`].
+    /// `k * ceil(n / NR) * NR` values, in fresh anonymous memory: see [`PackedB::new`].
     memory: memmap2::MmapMut,
 }
 
 impl PackedB {
-    /// Packs `b` for `kernel`, the depth slices in parallel.
+    /// Packs `b` for `kernel` as `ty`, the depth slices in parallel.
     ///
     /// # Panics
-    /// If the CPU does not run `kernel`.
-    pub fn new(kernel: Kernel, b: MatRef) -> Self {
+    /// If the CPU does not run `kernel`, or `ty` is bf16 and `kernel` is not AVX-512.
+    pub fn new(kernel: Kernel, ty: PackedType, b: MatRef) -> Self {
         assert!(kernel.supported(), "PackedB: this CPU cannot run {kernel:?}");
+        assert!(ty == PackedType::F32 || kernel == Kernel::Avx512, "PackedB: bf16 needs the AVX-512 kernel");
         let (k, n, nr) = (b.rows, b.cols, kernel.nr());
         let width = n.div_ceil(nr) * nr;
-        let floats = k * width;
+        let bytes = k * width * ty.bytes();
         // Fresh pages are zeroed by the kernel on first touch, one fault per
         // 4 KiB page: for BART's 1 GB of weights those faults took more time than
         // the packing itself. Asking for transparent huge pages (2 MiB, where the
         // system allows them) makes that one fault per 512 pages.
-        let mut memory = memmap2::MmapMut::map_anon((floats * 4).max(1)).expect("cannot allocate packed weights");
+        let mut memory = memmap2::MmapMut::map_anon(bytes.max(1)).expect("cannot allocate packed weights");
         #[cfg(target_os = "linux")]
         let _ = memory.advise(memmap2::Advice::HugePage);
-        if floats == 0 {
-            return Self { kernel, k, n, memory };
+        if bytes == 0 {
+            return Self { kernel, ty, k, n, memory };
         }
-        // SAFETY: the map is page-aligned, so f32-aligned, and `floats * 4` bytes long;
-        // a fresh anonymous map reads as zeros, which is 0.0f32.
-        let data = unsafe { std::slice::from_raw_parts_mut(memory.as_mut_ptr().cast::<f32>(), floats) };
-        data.par_chunks_mut(KC * width).enumerate().for_each(|(slice, out)| {
+        memory[..bytes].par_chunks_mut(KC * width * ty.bytes()).enumerate().for_each(|(slice, out)| {
             let pc = slice * KC;
             let kc = KC.min(k - pc);
-            for (panel, dst) in out.chunks_exact_mut(kc * nr).enumerate() {
-                let cols = nr.min(n - panel * nr);
-                pack_panel(&b, panel * nr, cols, pc, kc, nr, false, dst);
+            let mut panel = vec![0.0f32; kc * nr];
+            for (index, dst) in out.chunks_exact_mut(kc * nr * ty.bytes()).enumerate() {
+                let cols = nr.min(n - index * nr);
+                match ty {
+                    PackedType::F32 => {
+                        // SAFETY: the map is page-aligned and each panel a multiple of 4 bytes
+                        // from its start, so f32-aligned; a fresh map reads as zeros (0.0f32).
+                        let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), kc * nr) };
+                        pack_panel(&b, index * nr, cols, pc, kc, nr, false, dst);
+                    }
+                    PackedType::Bf16 => {
+                        panel.fill(0.0);
+                        pack_panel(&b, index * nr, cols, pc, kc, nr, false, &mut panel);
+                        let half = nr / 2;
+                        for (row, words) in panel.chunks_exact(nr).zip(dst.chunks_exact_mut(nr * 2)) {
+                            for (i, word) in words.chunks_exact_mut(4).enumerate() {
+                                let pair = (u32::from(to_bf16(row[half + i])) << 16) | u32::from(to_bf16(row[i]));
+                                word.copy_from_slice(&pair.to_ne_bytes());
+                            }
+                        }
+                    }
+                }
             }
         });
-        Self { kernel, k, n, memory }
+        Self { kernel, ty, k, n, memory }
     }
 
     /// `(K, N)`.
@@ -555,13 +702,26 @@ impl PackedB {
         self.kernel
     }
 
-    /// The panels of the depth slice starting at `pc`, `kc` deep.
-    fn slice(&self, pc: usize, kc: usize) -> &[f32] {
-        let width = self.n.div_ceil(self.kernel.nr()) * self.kernel.nr();
-        // SAFETY: as in `new`: aligned, `k * width` floats, all written or zero.
-        let data = unsafe { std::slice::from_raw_parts(self.memory.as_ptr().cast::<f32>(), self.k * width) };
-        &data[pc * width..(pc + kc) * width]
+    /// How the values are stored.
+    pub fn packed_type(&self) -> PackedType {
+        self.ty
     }
+
+    /// The bytes of the depth slice starting at `pc`, `kc` deep.
+    fn slice(&self, pc: usize, kc: usize) -> &[u8] {
+        let row = self.n.div_ceil(self.kernel.nr()) * self.kernel.nr() * self.ty.bytes();
+        &self.memory[pc * row..(pc + kc) * row]
+    }
+}
+
+/// `x` rounded to the nearest bfloat16, ties to even (as PyTorch's
+/// `.to(torch.bfloat16)`); NaN stays NaN.
+pub fn to_bf16(x: f32) -> u16 {
+    if x.is_nan() {
+        return 0x7fc0;
+    }
+    let bits = x.to_bits();
+    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
 }
 
 /// `C = A B` into `c` (row-major `M x N`, overwritten) for a `B` packed at load.
@@ -669,6 +829,39 @@ mod tests {
     use crate::matmul_naive;
     use ndarray::Array2;
 
+    /// bf16 weights: the product with B packed as bf16 equals the triple loop
+    /// over B rounded to bf16 (the only rounding bf16 adds), for every row count
+    /// of decoding and the block edges.
+    #[test]
+    fn bf16_packing_rounds_only_the_weights() {
+        if !Kernel::Avx512.supported() {
+            return;
+        }
+        for (m, k, n) in [(1, 300, 77), (9, 257, 100), (14, 40, 64), (37, 2 * KC + 5, NC + 33)] {
+            let a = filled(m, k, 3);
+            let b = filled(k, n, 4);
+            let rounded = b.mapv(|v| f32::from_bits(u32::from(to_bf16(v)) << 16));
+            let expect = matmul_naive(a.view(), rounded.view());
+            let (av, bv) = (a.view(), b.view());
+            let mut c = vec![f32::NAN; m * n];
+            let packed = PackedB::new(Kernel::Avx512, PackedType::Bf16, mat_ref(&bv).expect("positive strides"));
+            sgemm_packed(mat_ref(&av).expect("positive strides"), &packed, &mut c);
+            let diff = c.iter().zip(expect.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(diff <= 1e-5 * k as f32, "bf16 ({m},{k})x({k},{n}): max diff {diff}, first {:?}", &c[..4.min(c.len())]);
+        }
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to the even (1.0)
+        assert_eq!(to_bf16(1.0 + 1.0 / 256.0), 0x3f80);
+        // a hair above halfway rounds up
+        assert_eq!(to_bf16(f32::from_bits(0x3f80_8001)), 0x3f81);
+        assert_eq!(to_bf16(-2.5), 0xc020);
+        assert!(f32::from_bits(u32::from(to_bf16(f32::NAN)) << 16).is_nan());
+    }
+
     fn sgemm_with_into(kernel: Option<Kernel>, a: MatRef, b: MatRef, len: usize) -> Vec<f32> {
         let mut c = vec![f32::NAN; len];
         sgemm_with(kernel, a, b, &mut c);
@@ -712,7 +905,7 @@ mod tests {
                     let mut runs = vec![("per call", sgemm_with_into(*kernel, ar, br, m * n))];
                     if let Some(kernel) = kernel {
                         let mut c = vec![f32::NAN; m * n];
-                        sgemm_packed(ar, &PackedB::new(*kernel, br), &mut c);
+                        sgemm_packed(ar, &PackedB::new(*kernel, PackedType::F32, br), &mut c);
                         runs.push(("packed once", c));
                     }
                     for (packing, c) in runs {

@@ -15,7 +15,7 @@ pub mod matrix;
 pub mod matvec;
 pub mod ops;
 
-pub use gemm::PackedB;
+pub use gemm::{PackedB, PackedType};
 pub use matmul::{batched_matmul, matmul, matmul_matrixmultiply, matmul_naive, matmul_packed};
 pub use matrix::Matrix;
 pub use ops::{

@@ -120,18 +120,18 @@ pub fn matmul_packed(a: ArrayView2<f32>, b: &gemm::PackedB) -> Array2<f32> {
     Array2::from_shape_vec((m, n), c).expect("m * n values")
 }
 
-/// Packs `b` `(K, N)` once for [`matmul_packed`] with `kernel`; any strides.
+/// Packs `b` `(K, N)` once for [`matmul_packed`] with `kernel`, stored as `ty`; any strides.
 ///
 /// # Panics
-/// If the CPU does not run `kernel`.
-pub fn pack_weight(kernel: gemm::Kernel, b: ArrayView2<f32>) -> gemm::PackedB {
+/// If the CPU does not run `kernel`, or `ty` is bf16 and `kernel` is not AVX-512.
+pub fn pack_weight(kernel: gemm::Kernel, ty: gemm::PackedType, b: ArrayView2<f32>) -> gemm::PackedB {
     if b.is_empty() {
         let (rows, cols) = b.dim();
-        return gemm::PackedB::new(kernel, gemm::MatRef { data: &[], rows, cols, row_stride: 0, col_stride: 0 });
+        return gemm::PackedB::new(kernel, ty, gemm::MatRef { data: &[], rows, cols, row_stride: 0, col_stride: 0 });
     }
     match mat_ref(&b) {
-        Some(r) => gemm::PackedB::new(kernel, r),
-        None => pack_weight(kernel, b.as_standard_layout().view()),
+        Some(r) => gemm::PackedB::new(kernel, ty, r),
+        None => pack_weight(kernel, ty, b.as_standard_layout().view()),
     }
 }
 

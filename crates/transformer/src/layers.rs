@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
-use tensor::{Matrix, PackedB};
+use tensor::{Matrix, PackedB, PackedType};
 
 /// An affine map `y = x W^T + b`, with `W` stored `(out, in)` as in `torch.nn.Linear`.
 ///
@@ -38,14 +38,17 @@ impl Linear {
         Self { weight, bias, packed: None }
     }
 
-    /// The same layer with `W^T` packed once for the GEMM kernel, when this CPU
-    /// has one (see [`tensor::gemm::PackedB`] for why); unchanged otherwise.
-    /// Loaders call it for every projection, then may let go of the
-    /// checkpoint's pages of `weight`, which the forward pass no longer reads.
-    pub fn packed(mut self) -> Self {
+    /// The same layer with `W^T` packed once for the GEMM kernel, stored as
+    /// `ty`, when this CPU has a kernel (see [`tensor::gemm::PackedB`] for why);
+    /// unchanged otherwise. Loaders call it for every projection, then may let
+    /// go of the checkpoint's pages of `weight`, which the forward pass no longer reads.
+    ///
+    /// # Panics
+    /// If `ty` is bf16 and the CPU has no AVX-512 (loaders check first).
+    pub fn packed(mut self, ty: PackedType) -> Self {
         if let Some(kernel) = tensor::gemm::Kernel::detect() {
             let w = self.weight.t();
-            self.packed = Some(Arc::new(tensor::matmul::pack_weight(kernel, w)));
+            self.packed = Some(Arc::new(tensor::matmul::pack_weight(kernel, ty, w)));
         }
         self
     }

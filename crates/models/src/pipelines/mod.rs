@@ -15,6 +15,7 @@ use crate::encoder::EncoderOutput;
 use crate::encoder::{Encoder, SequenceClassifier};
 use crate::study::{token_strings, Study};
 use crate::tokenizer::{Batch, Encoded, TextTokenizer};
+use tensor::PackedType;
 use crate::Keep;
 
 /// Options shared by the encoder tasks.
@@ -114,7 +115,15 @@ impl TextClassification {
     /// # Errors
     /// See [`load_classifier`].
     pub fn load(dir: &Path) -> Result<Self> {
-        let (model, labels, tokenizer) = load_classifier(dir)?;
+        Self::load_as(dir, PackedType::F32)
+    }
+
+    /// Loads a checkpoint directory with the weight matrices packed as `weights`.
+    ///
+    /// # Errors
+    /// See [`load_classifier`].
+    pub fn load_as(dir: &Path, weights: PackedType) -> Result<Self> {
+        let (model, labels, tokenizer) = load_classifier(dir, weights)?;
         Ok(Self { model, labels, tokenizer })
     }
 
@@ -197,7 +206,15 @@ impl FeatureExtraction {
     /// # Errors
     /// See [`load_encoder`].
     pub fn load(dir: &Path) -> Result<Self> {
-        let (model, tokenizer) = load_encoder(dir)?;
+        Self::load_as(dir, PackedType::F32)
+    }
+
+    /// Loads a checkpoint directory with the weight matrices packed as `weights`.
+    ///
+    /// # Errors
+    /// See [`load_encoder`].
+    pub fn load_as(dir: &Path, weights: PackedType) -> Result<Self> {
+        let (model, tokenizer) = load_encoder(dir, weights)?;
         Ok(Self { model, tokenizer })
     }
 

@@ -18,6 +18,7 @@ use crate::generation::search::generate;
 use crate::generation::GenerationConfig;
 use crate::study::{token_strings, Study};
 use crate::tokenizer::TextTokenizer;
+use tensor::PackedType;
 use crate::Keep;
 
 /// The encoder-decoder `model_type`s this engine implements.
@@ -49,11 +50,20 @@ impl Summarization {
     /// On unreadable files, a `model_type` other than BART's, a missing or
     /// misshapen tensor, or a tokenizer that does not fit the model.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_as(dir, PackedType::F32)
+    }
+
+    /// Loads a checkpoint directory with the weight matrices packed as `weights`.
+    ///
+    /// # Errors
+    /// As [`Summarization::load`]; bf16 on a CPU without AVX-512.
+    pub fn load_as(dir: &Path, weights: PackedType) -> Result<Self> {
         let config = read_config(dir)?;
         require_model_type(&config, SEQ2SEQ_MODEL_TYPES, "summarization")?;
         let bart_config: BartConfig = parse(&config, "BART")?;
         let (model, tokenizer) = load_with_tokenizer(
             dir,
+            weights,
             |ckpt| BartForConditionalGeneration::load(&ckpt.root(), bart_config),
             |m| (m.config.max_position_embeddings, m.config.vocab_size),
         )?;

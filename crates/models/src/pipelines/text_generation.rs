@@ -11,6 +11,7 @@ use crate::generation::GenerationConfig;
 use crate::gpt2::{Gpt2Config, Gpt2LmHeadModel, Gpt2Session};
 use crate::study::{token_strings, Study};
 use crate::tokenizer::TextTokenizer;
+use tensor::PackedType;
 use crate::Keep;
 
 /// The causal-LM `model_type`s this engine implements.
@@ -41,11 +42,20 @@ impl TextGeneration {
     /// On unreadable files, a `model_type` other than GPT-2's, a missing or
     /// misshapen tensor, or a tokenizer that does not fit the model.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_as(dir, PackedType::F32)
+    }
+
+    /// Loads a checkpoint directory with the weight matrices packed as `weights`.
+    ///
+    /// # Errors
+    /// As [`TextGeneration::load`]; bf16 on a CPU without AVX-512.
+    pub fn load_as(dir: &Path, weights: PackedType) -> Result<Self> {
         let config = read_config(dir)?;
         require_model_type(&config, CAUSAL_LM_MODEL_TYPES, "text generation")?;
         let gpt2_config: Gpt2Config = parse(&config, "GPT-2")?;
         let (model, tokenizer) = load_with_tokenizer(
             dir,
+            weights,
             |ckpt| Gpt2LmHeadModel::load(&ckpt.root(), gpt2_config),
             |m| (m.config.n_positions, m.config.vocab_size),
         )?;
