@@ -84,6 +84,7 @@ class Bench:
         self.binary = args.binary
         self.rows = []  # (workload, torch, ours, ratio) as strings
         self.problems = []  # exact error messages from our binary (or PyTorch)
+        self.torch_f32 = {}  # PyTorch float32 medians (ms) by workload, for the bf16 rows
 
     # -- ours
 
@@ -233,6 +234,7 @@ def distilbert_sst2(b: Bench):
             return model(**enc).logits.softmax(-1).tolist()
 
         med, _ = b.time_torch(run)
+        b.torch_f32[f"sst2 {batch}"] = med
         res = b.ours("sentiment-analysis", "--model", SST2, "--seq-len", length, "--batch-size", batch)
         b.row(label, med, res and res["median_ms"], higher_is_better=False)
     return res  # the batch run: its load_ms and peak_rss_mb go in the load and memory rows
@@ -256,6 +258,7 @@ def gpt2_greedy(b: Bench):
         return tok.decode(ids[0, GPT2_PROMPT_TOKENS:])
 
     med, _ = b.time_torch(run)
+    b.torch_f32["gpt2"] = med
     res = b.ours("text-generation", "--model", GPT2, "--seq-len", GPT2_PROMPT_TOKENS, "--max-new-tokens", GPT2_NEW_TOKENS)
     b.row(f"gpt2 greedy, {GPT2_PROMPT_TOKENS}-token prompt + {GPT2_NEW_TOKENS} new, KV cache (tokens/s)",
           GPT2_NEW_TOKENS / (med / 1e3), res and res["tokens_per_s"], higher_is_better=True)
@@ -278,11 +281,54 @@ def distilbart_cnn(b: Bench):
         return tok.batch_decode(ids, skip_special_tokens=True)
 
     med, _ = b.time_torch(run, warmup=1)
+    b.torch_f32["bart"] = med
     res = b.ours("summarization", "--model", BART, "--seq-len", BART_SOURCE_TOKENS,
                  "--max-new-tokens", BART_NEW_TOKENS, "--num-beams", BART_BEAMS)
     b.row(f"distilbart-cnn-12-6, {BART_SOURCE_TOKENS}-token source, {BART_BEAMS} beams, {BART_NEW_TOKENS} tokens (s)",
           med / 1e3, res and res["median_ms"] / 1e3, higher_is_better=False, fmt="{:.2f}")
     return res
+
+
+def bf16_weights(b: Bench):
+    """Ours with `--dtype bf16` (weights stored as bfloat16, arithmetic in float32) against PyTorch
+    with the model in bfloat16 (`model.to(torch.bfloat16)`: weights and activations), and against
+    PyTorch in float32 (the medians measured above)."""
+    print("bf16", file=sys.stderr)
+    tok = AutoTokenizer.from_pretrained(SST2)
+    model = AutoModelForSequenceClassification.from_pretrained(SST2).eval().to(torch.bfloat16)
+    texts = [synthetic_text(tok, SST2_SENTENCE_TOKENS)]
+    med, _ = b.time_torch(lambda: model(**tok(texts, return_tensors="pt")).logits.float().softmax(-1).tolist())
+    res = b.ours("sentiment-analysis", "--model", SST2, "--seq-len", SST2_SENTENCE_TOKENS, "--dtype", "bf16")
+    what = f"distilbert-sst2, 1 sentence of {SST2_SENTENCE_TOKENS} tokens, bf16 weights (ms)"
+    b.row(f"{what}: PyTorch bf16", med, res and res["median_ms"], higher_is_better=False)
+    b.row(f"{what}: PyTorch float32", b.torch_f32.get("sst2 1"), res and res["median_ms"], higher_is_better=False)
+
+    tok = AutoTokenizer.from_pretrained(GPT2)
+    model = AutoModelForCausalLM.from_pretrained(GPT2).eval().to(torch.bfloat16)
+    enc = tok(synthetic_text(tok, GPT2_PROMPT_TOKENS), return_tensors="pt")
+    med, _ = b.time_torch(lambda: model.generate(**enc, do_sample=False, max_new_tokens=GPT2_NEW_TOKENS,
+                                                 min_new_tokens=GPT2_NEW_TOKENS, pad_token_id=tok.eos_token_id))
+    res = b.ours("text-generation", "--model", GPT2, "--seq-len", GPT2_PROMPT_TOKENS,
+                 "--max-new-tokens", GPT2_NEW_TOKENS, "--dtype", "bf16")
+    what = f"gpt2 greedy, {GPT2_PROMPT_TOKENS}+{GPT2_NEW_TOKENS} tokens, bf16 weights (tokens/s)"
+    b.row(f"{what}: PyTorch bf16", GPT2_NEW_TOKENS / (med / 1e3), res and res["tokens_per_s"], higher_is_better=True)
+    f32 = b.torch_f32.get("gpt2")
+    b.row(f"{what}: PyTorch float32", f32 and GPT2_NEW_TOKENS / (f32 / 1e3), res and res["tokens_per_s"],
+          higher_is_better=True)
+
+    tok = AutoTokenizer.from_pretrained(BART)
+    model = AutoModelForSeq2SeqLM.from_pretrained(BART).eval().to(torch.bfloat16)
+    enc = tok(synthetic_text(tok, BART_SOURCE_TOKENS), return_tensors="pt")
+    length = BART_NEW_TOKENS + 1
+    med, _ = b.time_torch(lambda: model.generate(**enc, num_beams=BART_BEAMS, min_length=length, max_length=length),
+                          warmup=1)
+    res = b.ours("summarization", "--model", BART, "--seq-len", BART_SOURCE_TOKENS, "--max-new-tokens",
+                 BART_NEW_TOKENS, "--num-beams", BART_BEAMS, "--dtype", "bf16")
+    what = f"distilbart-cnn-12-6, {BART_BEAMS} beams, {BART_NEW_TOKENS} tokens, bf16 weights (s)"
+    b.row(f"{what}: PyTorch bf16", med / 1e3, res and res["median_ms"] / 1e3, higher_is_better=False, fmt="{:.2f}")
+    f32 = b.torch_f32.get("bart")
+    b.row(f"{what}: PyTorch float32", f32 and f32 / 1e3, res and res["median_ms"] / 1e3, higher_is_better=False,
+          fmt="{:.2f}")
 
 
 def load_and_first_token(b: Bench, ours_gpt2, ours_results):
@@ -414,6 +460,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="threads for both sides (default 2)")
     parser.add_argument("--binary", type=Path, default=ROOT / "target" / "release" / "pipeline")
     parser.add_argument("--no-check", action="store_true", help="skip the check that both sides agree")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16-weights rows")
     parser.add_argument("--_rss", help=argparse.SUPPRESS)
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
@@ -439,10 +486,12 @@ def main():
         ours_results = {"distilbert-sst2": distilbert_sst2(b), "gpt2": gpt2_greedy(b),
                         "distilbart-cnn-12-6": distilbart_cnn(b)}
         load_and_first_token(b, ours_results["gpt2"], ours_results)
+        if not args.no_bf16:
+            bf16_weights(b)
     memory(b, ours_results)
 
     print(f"## PyTorch vs ours ({'--quick, ' if args.quick else ''}median of {args.runs} runs, "
-          f"{args.threads} threads, float32)\n")
+          f"{args.threads} threads, float32 unless a row says bf16)\n")
     print(machine(args.threads) + "\n")
     print(b.table())
     if notes:

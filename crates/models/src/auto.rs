@@ -28,8 +28,10 @@ fn open_checkpoint(dir: &Path, weights: PackedType) -> Result<Checkpoint> {
 /// the same time: tokenizer.json is parsed on a second thread while the
 /// checkpoint is mapped, the model built and the file's pages mapped in
 /// ([`Checkpoint::prefault`]); the two take about as long as each other for
-/// GPT-2 (~100 ms), so the first token comes that much sooner. Then checks
-/// that every id the tokenizer can produce has an embedding row.
+/// GPT-2 (~100 ms), so the first token comes that much sooner. Float32 weight
+/// matrices are then packed on a background thread
+/// ([`Checkpoint::pack_in_background`]). Last, checks that every id the
+/// tokenizer can produce has an embedding row.
 ///
 /// `limits` gives the model's position limit and vocabulary size.
 ///
@@ -47,6 +49,7 @@ pub fn load_with_tokenizer<M>(
         let model = open_checkpoint(dir, weights).and_then(|ckpt| {
             let model = load_model(&ckpt)?;
             ckpt.prefault();
+            ckpt.pack_in_background();
             Ok(model)
         });
         (model, parsing.join())

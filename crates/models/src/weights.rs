@@ -28,7 +28,18 @@ use safetensors::tensor::{Dtype, TensorInfo};
 use safetensors::{SafeTensorError, SafeTensors};
 
 use tensor::{Matrix, PackedType};
-use transformer::{Embedding, LayerNorm, Linear};
+use transformer::{Embedding, LayerNorm, Linear, PackSlot};
+
+/// Gives `pages` of `mmap` back to the kernel (`MADV_DONTNEED`); see [`Checkpoint::release`].
+fn give_back(mmap: &Mmap, pages: Range<usize>) {
+    if pages.is_empty() {
+        return;
+    }
+    #[cfg(unix)]
+    // SAFETY: the map is private and read-only, so after MADV_DONTNEED a read
+    // faults in the file's unchanged bytes again: every view of it stays valid.
+    let _ = unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, pages.start, pages.len()) };
+}
 
 /// Checks that this CPU can run products with weights packed as `ty`.
 ///
@@ -56,6 +67,8 @@ pub struct Checkpoint {
     tensors: HashMap<String, TensorInfo>,
     /// Byte ranges of the map handed back to the kernel by [`Checkpoint::release`].
     released: Mutex<Vec<Range<usize>>>,
+    /// Float32 weights to pack after loading, with their tensor names ([`Checkpoint::pack_in_background`]).
+    pending: Mutex<Vec<(PackSlot, String)>>,
     /// How packed weights are stored ([`Checkpoint::packing_as`]).
     packed_type: PackedType,
 }
@@ -99,6 +112,7 @@ impl Checkpoint {
             data_start,
             tensors,
             released: Mutex::new(Vec::new()),
+            pending: Mutex::new(Vec::new()),
             packed_type: PackedType::F32,
         })
     }
@@ -133,17 +147,44 @@ impl Checkpoint {
     /// the tensor again (the walk-through reads the original weights) faults
     /// them back in from there. Only whole pages inside the tensor are released.
     fn release(&self, name: &str) {
-        let Some(info) = self.tensors.get(name) else { return };
+        let pages = self.whole_pages(name);
+        give_back(&self.mmap, pages.clone());
+        self.released.lock().expect("no panic while holding the lock").push(pages);
+    }
+
+    /// The whole pages inside tensor `name`'s bytes (empty if it has none, or no such tensor).
+    fn whole_pages(&self, name: &str) -> Range<usize> {
+        let Some(info) = self.tensors.get(name) else { return 0..0 };
         let (start, end) = (self.data_start + info.data_offsets.0, self.data_start + info.data_offsets.1);
-        let (first, last) = (start.div_ceil(PAGE) * PAGE, end / PAGE * PAGE);
-        if first >= last {
+        start.div_ceil(PAGE) * PAGE..(end / PAGE * PAGE).max(start.div_ceil(PAGE) * PAGE)
+    }
+
+    /// Packs, on a thread of its own, every float32 weight [`Weights::linear`]
+    /// left for later ([`Linear::packed_later`]), one after the other, and gives
+    /// each one's mapped pages back once it is packed. Until a layer's turn
+    /// comes, it multiplies with the same results at per-call packing's speed.
+    /// The thread ends when all are packed, or with the process.
+    pub fn pack_in_background(&self) {
+        let jobs: Vec<(PackSlot, Range<usize>)> = std::mem::take(&mut *self.pending.lock().expect("not poisoned"))
+            .into_iter()
+            .map(|(slot, name)| (slot, self.whole_pages(&name)))
+            .collect();
+        let Some(kernel) = tensor::gemm::Kernel::detect() else { return };
+        if jobs.is_empty() {
             return;
         }
-        #[cfg(unix)]
-        // SAFETY: the map is private and read-only, so after MADV_DONTNEED a read
-        // faults in the file's unchanged bytes again: every view of it stays valid.
-        let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first) };
-        self.released.lock().expect("no panic while holding the lock").push(first..last);
+        let mmap = Arc::clone(&self.mmap);
+        std::thread::spawn(move || {
+            // a pool of one thread of its own, so that packing does not queue
+            // work in front of the forward passes on the shared pool
+            let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(1).build() else { return };
+            pool.install(|| {
+                for (slot, pages) in jobs {
+                    slot.fill(kernel);
+                    give_back(&mmap, pages);
+                }
+            });
+        });
     }
 
     /// The checkpoint with its weight matrices to be packed as `ty`
@@ -289,12 +330,22 @@ impl<'a> Weights<'a> {
     }
 
     /// `torch.nn.Linear(in, out)` in this scope: `weight` `(out, in)`, `bias` `(out)`.
-    /// The weight is packed for the GEMM kernel ([`Linear::packed`]) and its
-    /// pages in the map released ([`Weights::release_if_packed`]).
+    /// In float32 the weight is left for [`Checkpoint::pack_in_background`]
+    /// ([`Linear::packed_later`]); in bf16 it is packed now ([`Linear::packed`])
+    /// and its pages in the map released ([`Weights::release_if_packed`]).
     pub fn linear(&self, in_features: usize, out_features: usize) -> Result<Linear> {
         let linear =
             Linear::new(self.matrix("weight", (out_features, in_features))?, Some(self.get1("bias", out_features)?));
-        Ok(self.release_if_packed(linear.packed(self.ckpt.packed_type), "weight"))
+        Ok(match self.ckpt.packed_type {
+            PackedType::F32 => {
+                let (linear, slot) = linear.packed_later();
+                if let Some(slot) = slot {
+                    self.ckpt.pending.lock().expect("not poisoned").push((slot, self.full_name("weight")));
+                }
+                linear
+            }
+            ty => self.release_if_packed(linear.packed(ty), "weight"),
+        })
     }
 
     /// How this checkpoint's weight matrices are packed ([`Checkpoint::packing_as`]).

@@ -851,6 +851,21 @@ mod tests {
         }
     }
 
+    /// A layer whose weight is still being packed in the background multiplies
+    /// with `matmul_blocked`; once packed, with `matmul_packed`. The two must
+    /// agree bit for bit, for every row count, or outputs would depend on timing.
+    #[test]
+    fn packing_on_the_fly_and_at_load_agree_bit_for_bit() {
+        use crate::matmul::{matmul_blocked, matmul_packed, pack_weight};
+        let Some(kernel) = Kernel::detect() else { return };
+        for (m, k, n) in [(1, 768, 96), (9, 257, 100), (16, 40, 64), (133, KC + 1, NC + 33)] {
+            let a = filled(m, k, 5);
+            let w = filled(n, k, 6); // an (N, K) Linear weight, read transposed
+            let packed = pack_weight(kernel, PackedType::F32, w.t());
+            assert_eq!(matmul_blocked(a.view(), w.t()), matmul_packed(a.view(), &packed), "({m},{k})x({k},{n})");
+        }
+    }
+
     #[test]
     fn bf16_rounds_to_nearest_even() {
         assert_eq!(to_bf16(1.0), 0x3f80);

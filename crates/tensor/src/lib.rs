@@ -16,7 +16,7 @@ pub mod matvec;
 pub mod ops;
 
 pub use gemm::{PackedB, PackedType};
-pub use matmul::{batched_matmul, matmul, matmul_matrixmultiply, matmul_naive, matmul_packed};
+pub use matmul::{batched_matmul, matmul, matmul_blocked, matmul_matrixmultiply, matmul_naive, matmul_packed};
 pub use matrix::Matrix;
 pub use ops::{
     erf, erf_f32, exp_f32, gelu_erf, gelu_erf_inplace, gelu_erf_reference, gelu_tanh, gelu_tanh_inplace, layer_norm,

@@ -100,6 +100,35 @@ pub fn matmul(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     Array2::from_shape_vec((m, n), c).expect("m * n values")
 }
 
+/// `C = A B` through the packed GEMM kernel at every size, `B` packed on the
+/// fly: bit for bit what [`matmul_packed`] gives with `b` packed as float32
+/// (the same panels, kernel, blocking and thread split, so the same
+/// summation order). A layer whose weight is still being packed in the
+/// background uses this, so that its results do not depend on when the
+/// packing finishes. Falls back to [`matmul`] where the kernel cannot run.
+///
+/// # Shapes
+/// `(M, K) x (K, N) -> (M, N)`
+///
+/// # Panics
+/// If the inner dimensions differ.
+pub fn matmul_blocked(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
+    let (m, k) = a.dim();
+    let (k2, n) = b.dim();
+    assert_eq!(k, k2, "matmul_blocked: inner dimensions differ ({m}x{k} times {k2}x{n})");
+    if m == 0 || n == 0 || k == 0 {
+        return matmul(a, b);
+    }
+    match (gemm::Kernel::detect(), mat_ref(&a), mat_ref(&b)) {
+        (Some(kernel), Some(ar), Some(br)) => {
+            let mut c = vec![0.0f32; m * n];
+            gemm::sgemm_with(Some(kernel), ar, br, &mut c);
+            Array2::from_shape_vec((m, n), c).expect("m * n values")
+        }
+        _ => matmul(a, b),
+    }
+}
+
 /// `C = A B` for a `B` packed once at load ([`gemm::PackedB`], see there why);
 /// any number of rows of `A`, any strides.
 ///

@@ -1,9 +1,10 @@
 //! Parameterised layers: `Linear`, `LayerNorm`, `Embedding`.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
+use tensor::gemm::Kernel;
 use tensor::{Matrix, PackedB, PackedType};
 
 /// An affine map `y = x W^T + b`, with `W` stored `(out, in)` as in `torch.nn.Linear`.
@@ -17,9 +18,25 @@ pub struct Linear {
     pub weight: Matrix,
     /// `(out)`
     pub bias: Option<Array1<f32>>,
-    /// `W^T (in, out)` packed for the GEMM kernel, when [`Linear::packed`] made it;
-    /// then [`Linear::forward`] multiplies by this instead of `weight`.
-    packed: Option<Arc<PackedB>>,
+    /// `W^T (in, out)` packed for the GEMM kernel, made by [`Linear::packed`]
+    /// now or through [`Linear::packed_later`]'s slot; once filled,
+    /// [`Linear::forward`] multiplies by this instead of `weight`.
+    packed: Option<Arc<OnceLock<PackedB>>>,
+}
+
+/// Where a background thread puts a [`Linear`]'s packed weight: see [`Linear::packed_later`].
+pub struct PackSlot {
+    weight: Matrix,
+    cell: Arc<OnceLock<PackedB>>,
+}
+
+impl PackSlot {
+    /// Packs the layer's `W^T` as float32 and hands it to the layer.
+    pub fn fill(self, kernel: Kernel) {
+        let packed = tensor::matmul::pack_weight(kernel, PackedType::F32, self.weight.t());
+        // the slot is filled once: only this thread holds it
+        let _ = self.cell.set(packed);
+    }
 }
 
 impl fmt::Debug for Linear {
@@ -27,7 +44,7 @@ impl fmt::Debug for Linear {
         f.debug_struct("Linear")
             .field("weight", &self.weight)
             .field("bias", &self.bias)
-            .field("packed", &self.packed.is_some())
+            .field("packed", &self.packed.as_ref().is_some_and(|p| p.get().is_some()))
             .finish()
     }
 }
@@ -46,16 +63,36 @@ impl Linear {
     /// # Panics
     /// If `ty` is bf16 and the CPU has no AVX-512 (loaders check first).
     pub fn packed(mut self, ty: PackedType) -> Self {
-        if let Some(kernel) = tensor::gemm::Kernel::detect() {
+        if let Some(kernel) = Kernel::detect() {
             let w = self.weight.t();
-            self.packed = Some(Arc::new(tensor::matmul::pack_weight(kernel, ty, w)));
+            self.packed = Some(Arc::new(OnceLock::from(tensor::matmul::pack_weight(kernel, ty, w))));
         }
         self
     }
 
-    /// Whether [`Linear::packed`] packed the weight.
+    /// The same layer, with a slot through which another thread can pack
+    /// `W^T` as float32 later ([`PackSlot::fill`]); `None` for the slot when
+    /// this CPU has no GEMM kernel. Until the slot is filled, [`Linear::forward`]
+    /// multiplies through the same kernel with `W` packed on the fly
+    /// ([`tensor::matmul_blocked`]), which gives the packed product bit for bit:
+    /// the output does not depend on when the packing finishes.
+    ///
+    /// Why: packing every weight at load took DistilBERT's load from 30 to
+    /// 100-230 ms and distilbart's from 100 ms to 0.3-2 s (fresh memory is
+    /// slow to fault in on a VM), for a one-sentence call of 12 ms.
+    pub fn packed_later(mut self) -> (Self, Option<PackSlot>) {
+        if Kernel::detect().is_none() {
+            return (self, None);
+        }
+        let cell = Arc::new(OnceLock::new());
+        self.packed = Some(Arc::clone(&cell));
+        let slot = PackSlot { weight: self.weight.clone(), cell };
+        (self, Some(slot))
+    }
+
+    /// Whether the weight is packed (now, not pending).
     pub fn is_packed(&self) -> bool {
-        self.packed.is_some()
+        self.packed.as_ref().is_some_and(|p| p.get().is_some())
     }
 
     /// Input features.
@@ -74,8 +111,9 @@ impl Linear {
     /// `(N, in) -> (N, out)`
     pub fn forward(&self, x: ArrayView2<f32>) -> Array2<f32> {
         // (N, in) x (in, out) -> (N, out); W^T is packed panels, or a strided view (not a copy)
-        let mut y = match &self.packed {
-            Some(packed) => tensor::matmul_packed(x, packed),
+        let mut y = match self.packed.as_deref().map(OnceLock::get) {
+            Some(Some(packed)) => tensor::matmul_packed(x, packed),
+            Some(None) => tensor::matmul_blocked(x, self.weight.t()),
             None => tensor::matmul(x, self.weight.t()),
         };
         if let Some(bias) = &self.bias {

@@ -20,5 +20,5 @@ pub use attention::{
     attention, multi_head_attention, split_heads, AttentionMask, AttentionOutput, Projections,
 };
 pub use kv_cache::LayerCache;
-pub use layers::{Embedding, LayerNorm, Linear};
+pub use layers::{Embedding, LayerNorm, Linear, PackSlot};
 pub use position::sinusoidal_positions;
