@@ -47,7 +47,7 @@
 use rayon::prelude::*;
 
 /// Depth of a packed slice (see the module docs).
-pub const KC: usize = 384;
+pub const KC: usize = 256;
 /// Columns of `B` packed at once: `KC x NC` floats = 512 KiB.
 pub const NC: usize = 512;
 
