@@ -7,6 +7,8 @@
 //! (the triple loop that defines the result) are the references; tests check
 //! all of them agree over many shapes, odd sizes and tails included.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
 
 use crate::{gemm, matvec};
@@ -80,8 +82,8 @@ pub fn matmul(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     if m == 0 || n == 0 || k == 0 {
         return Array2::zeros((m, n));
     }
-    let mut c = vec![0.0f32; m * n];
     if m <= MATVEC_MAX_ROWS && (b.strides() == [1, k as isize] || b.strides() == [n as isize, 1]) {
+        let mut c = vec![0.0f32; m * n];
         let x = a.as_standard_layout();
         let x = x.as_slice().expect("standard layout");
         // SAFETY: with strides (1, k) or (n, 1), b's k x n elements are k * n
@@ -92,12 +94,12 @@ pub fn matmul(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
         } else {
             matvec::matvec_cols(x, m, k, w, n, &mut c);
         }
-    } else if let (Some(ar), Some(br)) = (mat_ref(&a), mat_ref(&b)) {
-        gemm::sgemm(ar, br, &mut c);
-    } else {
-        return matmul_matrixmultiply(a, b);
+        return Array2::from_shape_vec((m, n), c).expect("m * n values");
     }
-    Array2::from_shape_vec((m, n), c).expect("m * n values")
+    match (mat_ref(&a), mat_ref(&b)) {
+        (Some(ar), Some(br)) => written_by_kernel(m, n, |c| gemm::sgemm_uninit(gemm::Kernel::detect(), ar, br, c)),
+        _ => matmul_matrixmultiply(a, b),
+    }
 }
 
 /// `C = A B` through the packed GEMM kernel at every size, `B` packed on the
@@ -121,9 +123,7 @@ pub fn matmul_blocked(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     }
     match (gemm::Kernel::detect(), mat_ref(&a), mat_ref(&b)) {
         (Some(kernel), Some(ar), Some(br)) => {
-            let mut c = vec![0.0f32; m * n];
-            gemm::sgemm_with(Some(kernel), ar, br, &mut c);
-            Array2::from_shape_vec((m, n), c).expect("m * n values")
+            written_by_kernel(m, n, |c| gemm::sgemm_uninit(Some(kernel), ar, br, c))
         }
         _ => matmul(a, b),
     }
@@ -142,11 +142,10 @@ pub fn matmul_packed(a: ArrayView2<f32>, b: &gemm::PackedB) -> Array2<f32> {
     let (k2, n) = b.dim();
     assert_eq!(k, k2, "matmul_packed: inner dimensions differ ({m}x{k} times {k2}x{n})");
     let a = if a.strides().iter().all(|&s| s >= 0) { a } else { return matmul_packed(a.as_standard_layout().view(), b) };
-    let mut c = vec![0.0f32; m * n];
-    if m > 0 && k > 0 {
-        gemm::sgemm_packed(mat_ref(&a).expect("non-negative strides"), b, &mut c);
+    if m == 0 || k == 0 {
+        return Array2::zeros((m, n));
     }
-    Array2::from_shape_vec((m, n), c).expect("m * n values")
+    written_by_kernel(m, n, |c| gemm::sgemm_packed_uninit(mat_ref(&a).expect("non-negative strides"), b, c))
 }
 
 /// Packs `b` `(K, N)` once for [`matmul_packed`] with `kernel`, stored as `ty`; any strides.
@@ -162,6 +161,17 @@ pub fn pack_weight(kernel: gemm::Kernel, ty: gemm::PackedType, b: ArrayView2<f32
         Some(r) => gemm::PackedB::new(kernel, ty, r),
         None => pack_weight(kernel, ty, b.as_standard_layout().view()),
     }
+}
+
+/// An `(m, n)` result allocated without zeroing and handed to `fill`, one of
+/// the `*_uninit` products, which writes every element (see
+/// [`gemm::sgemm_packed_uninit`]).
+fn written_by_kernel(m: usize, n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Array2<f32> {
+    let mut c = Vec::with_capacity(m * n);
+    fill(&mut c.spare_capacity_mut()[..m * n]);
+    // SAFETY: `fill` wrote all m * n elements.
+    unsafe { c.set_len(m * n) };
+    Array2::from_shape_vec((m, n), c).expect("m * n values")
 }
 
 /// A [`gemm::MatRef`] over a view with non-negative strides, or `None`.
