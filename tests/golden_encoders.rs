@@ -33,7 +33,7 @@ fn check_hidden_states(fixture_name: &str, input: usize, out: &EncoderOutput, re
 fn check_encoder_fixture(name: &str) {
     let dir = fixture(name);
     let reference = Reference::load(&dir);
-    let (model, tokenizer) = load_encoder(&dir, PackedType::F32).unwrap();
+    let (model, tokenizer, _) = load_encoder(&dir, PackedType::F32).unwrap();
     for (i, (text, want_ids)) in reference.inputs().iter().enumerate() {
         let enc = tokenizer.encode(text, true).unwrap();
         assert_eq!(&enc.ids, want_ids, "{name}: token ids of {text:?}");
@@ -56,7 +56,7 @@ fn check_classifier_fixture(name: &str) {
     check_encoder_fixture(name);
     let dir = fixture(name);
     let reference = Reference::load(&dir);
-    let (model, _, tokenizer) = load_classifier(&dir, PackedType::F32).unwrap();
+    let (model, _, tokenizer, _) = load_classifier(&dir, PackedType::F32).unwrap();
     for (i, (text, _)) in reference.inputs().iter().enumerate() {
         let enc = tokenizer.encode(text, true).unwrap();
         let (logits, out) = model.classify(&Batch::pad(&[enc], model.encoder().pad_token_id()).unwrap(), Keep::AllLayers);
@@ -95,7 +95,7 @@ fn distilbert_with_sinusoidal_positions_matches_pytorch() {
 fn padded_batch_equals_unbatched_runs() {
     let dir = fixture("distilbert-sst2-tiny");
     let reference = Reference::load(&dir);
-    let (model, _, tokenizer) = load_classifier(&dir, PackedType::F32).unwrap();
+    let (model, _, tokenizer, _) = load_classifier(&dir, PackedType::F32).unwrap();
     let encoded: Vec<_> = reference.inputs().iter().map(|(t, _)| tokenizer.encode(t, true).unwrap()).collect();
     let pad = model.encoder().pad_token_id();
     let (batched, _) = model.classify(&Batch::pad(&encoded, pad).unwrap(), Keep::Result);

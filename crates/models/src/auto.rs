@@ -10,7 +10,7 @@ use crate::config::{parse, read_config, ClassifierLabels};
 use crate::distilbert::{DistilBertForSequenceClassification, DistilBertModel};
 use crate::encoder::{Encoder, SequenceClassifier};
 use crate::tokenizer::TextTokenizer;
-use crate::weights::{require_packed_type, Checkpoint};
+use crate::weights::{require_packed_type, Checkpoint, Packing};
 use tensor::PackedType;
 
 /// The encoder `model_type`s this engine implements.
@@ -42,19 +42,18 @@ pub fn load_with_tokenizer<M>(
     weights: PackedType,
     load_model: impl FnOnce(&Checkpoint) -> Result<M>,
     limits: impl FnOnce(&M) -> (usize, usize),
-) -> Result<(M, TextTokenizer)> {
+) -> Result<(M, TextTokenizer, Packing)> {
     require_packed_type(weights)?;
     let (model, parsed) = std::thread::scope(|s| {
         let parsing = s.spawn(|| TextTokenizer::parse(dir));
         let model = open_checkpoint(dir, weights).and_then(|ckpt| {
             let model = load_model(&ckpt)?;
             ckpt.prefault();
-            ckpt.pack_in_background();
-            Ok(model)
+            Ok((model, ckpt.pack_in_background()))
         });
         (model, parsing.join())
     });
-    let model = model?;
+    let (model, packing) = model?;
     let parsed = parsed.map_err(|_| anyhow!("parsing {}/tokenizer.json panicked", dir.display()))??;
     let (max_positions, vocab_size) = limits(&model);
     let tokenizer = TextTokenizer::from_parsed(parsed, dir, max_positions)?;
@@ -64,7 +63,7 @@ pub fn load_with_tokenizer<M>(
             tokenizer.vocab_size()
         );
     }
-    Ok((model, tokenizer))
+    Ok((model, tokenizer, packing))
 }
 
 /// Checks `config.json`'s `model_type` is `expected`, naming the task and the supported types otherwise.
@@ -89,7 +88,7 @@ pub fn require_model_type(config: &Value, expected: &str, task: &str) -> Result<
 /// # Errors
 /// On unreadable files, an unsupported `model_type` (the supported ones are
 /// listed), or any tensor that is missing or misshapen.
-pub fn load_encoder(dir: &Path, weights: PackedType) -> Result<(Box<dyn Encoder>, TextTokenizer)> {
+pub fn load_encoder(dir: &Path, weights: PackedType) -> Result<(Box<dyn Encoder>, TextTokenizer, Packing)> {
     let config = read_config(dir)?;
     let load = |ckpt: &Checkpoint| -> Result<Box<dyn Encoder>> {
         let prefixed = |prefix: &str| ckpt.contains(&format!("{prefix}.embeddings.word_embeddings.weight"));
@@ -115,7 +114,7 @@ pub fn load_encoder(dir: &Path, weights: PackedType) -> Result<(Box<dyn Encoder>
 pub fn load_classifier(
     dir: &Path,
     weights: PackedType,
-) -> Result<(Box<dyn SequenceClassifier>, ClassifierLabels, TextTokenizer)> {
+) -> Result<(Box<dyn SequenceClassifier>, ClassifierLabels, TextTokenizer, Packing)> {
     let config = read_config(dir)?;
     let labels = ClassifierLabels::from_config(&config)?;
     let n = labels.labels.len();
@@ -138,7 +137,7 @@ pub fn load_classifier(
             }
         })
     };
-    let (model, tokenizer) =
+    let (model, tokenizer, packing) =
         load_with_tokenizer(dir, weights, load, |m| (m.encoder().max_positions(), m.encoder().vocab_size()))?;
-    Ok((model, labels, tokenizer))
+    Ok((model, labels, tokenizer, packing))
 }

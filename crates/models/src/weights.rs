@@ -30,6 +30,23 @@ use safetensors::{SafeTensorError, SafeTensors};
 use tensor::{Matrix, PackedType};
 use transformer::{Embedding, LayerNorm, Linear, PackSlot};
 
+/// A model's weights being packed in the background ([`Checkpoint::pack_in_background`]).
+#[derive(Clone, Default)]
+pub struct Packing(Arc<Mutex<Option<std::thread::JoinHandle<()>>>>);
+
+impl Packing {
+    /// Blocks until every weight is packed; at once if none were left to pack.
+    /// Results are the same before and after (see `Linear::packed_later`):
+    /// only benchmarks of the steady state need to wait.
+    pub fn wait(&self) {
+        let thread = self.0.lock().expect("not poisoned").take();
+        if let Some(thread) = thread {
+            // a panic in the packer leaves the layers on their per-call path
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Gives `pages` of `mmap` back to the kernel (`MADV_DONTNEED`); see [`Checkpoint::release`].
 fn give_back(mmap: &Mmap, pages: Range<usize>) {
     if pages.is_empty() {
@@ -163,18 +180,19 @@ impl Checkpoint {
     /// left for later ([`Linear::packed_later`]), one after the other, and gives
     /// each one's mapped pages back once it is packed. Until a layer's turn
     /// comes, it multiplies with the same results at per-call packing's speed.
-    /// The thread ends when all are packed, or with the process.
-    pub fn pack_in_background(&self) {
+    /// The thread ends when all are packed, or with the process; the returned
+    /// handle waits for it.
+    pub fn pack_in_background(&self) -> Packing {
         let jobs: Vec<(PackSlot, Range<usize>)> = std::mem::take(&mut *self.pending.lock().expect("not poisoned"))
             .into_iter()
             .map(|(slot, name)| (slot, self.whole_pages(&name)))
             .collect();
-        let Some(kernel) = tensor::gemm::Kernel::detect() else { return };
+        let Some(kernel) = tensor::gemm::Kernel::detect() else { return Packing::default() };
         if jobs.is_empty() {
-            return;
+            return Packing::default();
         }
         let mmap = Arc::clone(&self.mmap);
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             // a pool of one thread of its own, so that packing does not queue
             // work in front of the forward passes on the shared pool
             let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(1).build() else { return };
@@ -185,6 +203,7 @@ impl Checkpoint {
                 }
             });
         });
+        Packing(Arc::new(Mutex::new(Some(thread))))
     }
 
     /// The checkpoint with its weight matrices to be packed as `ty`

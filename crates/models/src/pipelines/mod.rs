@@ -15,6 +15,7 @@ use crate::encoder::EncoderOutput;
 use crate::encoder::{Encoder, SequenceClassifier};
 use crate::study::{token_strings, Study};
 use crate::tokenizer::{Batch, Encoded, TextTokenizer};
+use crate::weights::Packing;
 use tensor::PackedType;
 use crate::Keep;
 
@@ -107,6 +108,8 @@ pub struct TextClassification {
     pub model: Box<dyn SequenceClassifier>,
     pub labels: ClassifierLabels,
     pub tokenizer: TextTokenizer,
+    /// The weights still being packed in the background, if any.
+    pub packing: Packing,
 }
 
 impl TextClassification {
@@ -123,8 +126,8 @@ impl TextClassification {
     /// # Errors
     /// See [`load_classifier`].
     pub fn load_as(dir: &Path, weights: PackedType) -> Result<Self> {
-        let (model, labels, tokenizer) = load_classifier(dir, weights)?;
-        Ok(Self { model, labels, tokenizer })
+        let (model, labels, tokenizer, packing) = load_classifier(dir, weights)?;
+        Ok(Self { model, labels, tokenizer, packing })
     }
 
     /// Classifies every input; `top_k` as the pipeline's `top_k` argument.
@@ -198,6 +201,8 @@ fn score(logits: ArrayView1<f32>, function: ScoreFunction) -> Vec<f32> {
 pub struct FeatureExtraction {
     pub model: Box<dyn Encoder>,
     pub tokenizer: TextTokenizer,
+    /// The weights still being packed in the background, if any.
+    pub packing: Packing,
 }
 
 impl FeatureExtraction {
@@ -214,8 +219,8 @@ impl FeatureExtraction {
     /// # Errors
     /// See [`load_encoder`].
     pub fn load_as(dir: &Path, weights: PackedType) -> Result<Self> {
-        let (model, tokenizer) = load_encoder(dir, weights)?;
-        Ok(Self { model, tokenizer })
+        let (model, tokenizer, packing) = load_encoder(dir, weights)?;
+        Ok(Self { model, tokenizer, packing })
     }
 
     /// Attentions and hidden states of all inputs as one padded batch.

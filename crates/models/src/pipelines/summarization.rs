@@ -18,6 +18,7 @@ use crate::generation::search::generate;
 use crate::generation::GenerationConfig;
 use crate::study::{token_strings, Study};
 use crate::tokenizer::TextTokenizer;
+use crate::weights::Packing;
 use tensor::PackedType;
 use crate::Keep;
 
@@ -28,6 +29,8 @@ pub const SEQ2SEQ_MODEL_TYPES: &str = "bart";
 pub struct Summarization {
     pub model: BartForConditionalGeneration,
     pub tokenizer: TextTokenizer,
+    /// The weights still being packed in the background, if any.
+    pub packing: Packing,
     /// generation_config.json (or config.json's legacy fields), then `task_specific_params["summarization"]`.
     pub defaults: GenerationConfig,
     /// `config.prefix`, prepended to every source text (distilbart-cnn-12-6: `" "`).
@@ -61,7 +64,7 @@ impl Summarization {
         let config = read_config(dir)?;
         require_model_type(&config, SEQ2SEQ_MODEL_TYPES, "summarization")?;
         let bart_config: BartConfig = parse(&config, "BART")?;
-        let (model, tokenizer) = load_with_tokenizer(
+        let (model, tokenizer, packing) = load_with_tokenizer(
             dir,
             weights,
             |ckpt| BartForConditionalGeneration::load(&ckpt.root(), bart_config),
@@ -72,7 +75,7 @@ impl Summarization {
             defaults.update(task)?;
         }
         let prefix = config.get("prefix").and_then(Value::as_str).unwrap_or("").to_string();
-        Ok(Self { model, tokenizer, defaults, prefix })
+        Ok(Self { model, tokenizer, packing, defaults, prefix })
     }
 
     /// The source ids: prefix + text, with special tokens, truncated to the model maximum.

@@ -11,6 +11,7 @@ use crate::generation::GenerationConfig;
 use crate::gpt2::{Gpt2Config, Gpt2LmHeadModel, Gpt2Session};
 use crate::study::{token_strings, Study};
 use crate::tokenizer::TextTokenizer;
+use crate::weights::Packing;
 use tensor::PackedType;
 use crate::Keep;
 
@@ -21,6 +22,8 @@ pub const CAUSAL_LM_MODEL_TYPES: &str = "gpt2";
 pub struct TextGeneration {
     pub model: Gpt2LmHeadModel,
     pub tokenizer: TextTokenizer,
+    /// The weights still being packed in the background, if any.
+    pub packing: Packing,
     /// The checkpoint's settings: generation_config.json (or the legacy
     /// config.json fields), then `task_specific_params["text-generation"]`.
     pub defaults: GenerationConfig,
@@ -53,7 +56,7 @@ impl TextGeneration {
         let config = read_config(dir)?;
         require_model_type(&config, CAUSAL_LM_MODEL_TYPES, "text generation")?;
         let gpt2_config: Gpt2Config = parse(&config, "GPT-2")?;
-        let (model, tokenizer) = load_with_tokenizer(
+        let (model, tokenizer, packing) = load_with_tokenizer(
             dir,
             weights,
             |ckpt| Gpt2LmHeadModel::load(&ckpt.root(), gpt2_config),
@@ -63,7 +66,7 @@ impl TextGeneration {
         if let Some(task) = config.get("task_specific_params").and_then(|t| t.get("text-generation")) {
             defaults.update(task)?;
         }
-        Ok(Self { model, tokenizer, defaults })
+        Ok(Self { model, tokenizer, packing, defaults })
     }
 
     /// Tokenizes the prompt as the pipeline does (no special tokens are added for GPT-2).
