@@ -1,8 +1,15 @@
 //! Matrix-multiply kernels side by side: the naive triple loop (small shapes
 //! only), the `matrixmultiply` crate, and ours (`tensor::matmul`: the packed
-//! AVX-512 or AVX2+FMA kernel, or the few-row path). Criterion's
+//! AVX-512 or AVX2+FMA kernel, or the few-row path; and with the weight
+//! packed once, as the models hold it, in float32 and bf16). Criterion's
 //! throughput is in floating-point operations (`2 M N K` per product), so
 //! "Gelem/s" reads as GFLOP/s.
+//!
+//! Criterion calls from its own thread, outside rayon's pool, so each parallel
+//! product hands its work to the pool and sleeps until it is done: two thread
+//! wake-ups, which on the 2-core VM cost more than a 9 x 768 x 768 product
+//! (packed: 100 us here against 42 us in `pipeline bench gemm`, which runs
+//! inside the pool as the `pipeline` commands do).
 //!
 //! `cargo bench --bench matmul`
 
@@ -45,6 +52,19 @@ fn kernels(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("ours", ""), |bch| {
             bch.iter(|| black_box(tensor::matmul(a.view(), w.t())))
         });
+        // as the models hold their Linear weights: packed once, float32 and bf16
+        if let Some(kernel) = tensor::gemm::Kernel::detect() {
+            let mut types = vec![("ours-packed", tensor::PackedType::F32)];
+            if kernel == tensor::gemm::Kernel::Avx512 {
+                types.push(("ours-packed-bf16", tensor::PackedType::Bf16));
+            }
+            for (id, ty) in types {
+                let packed = tensor::matmul::pack_weight(kernel, ty, w.t());
+                group.bench_function(BenchmarkId::new(id, ""), |bch| {
+                    bch.iter(|| black_box(tensor::matmul_packed(a.view(), &packed)))
+                });
+            }
+        }
         group.finish();
     }
 }
