@@ -19,8 +19,8 @@ use models::gpt2::Gpt2Session;
 use models::pipelines::summarization::Summarization;
 use models::pipelines::text_generation::TextGeneration;
 use models::pipelines::{Classification, EncodeOptions, FeatureExtraction, TextClassification};
-use tensor::gemm::Kernel;
 use ndarray::Array2;
+use tensor::gemm::Kernel;
 use tensor::PackedType;
 
 fn bf16_runs_here() -> bool {
@@ -45,7 +45,10 @@ fn minilm_hidden_states_in_bf16_stay_near_pytorch() {
             let diff = max_abs_diff(&got, want);
             let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             eprintln!("MiniLM bf16 case {c} input {j}: max abs diff {diff:e}, largest value {scale}");
-            assert!(diff <= BF16_HIDDEN_TOL, "MiniLM bf16 case {c} input {j}: max abs diff {diff:e} > {BF16_HIDDEN_TOL:e}");
+            assert!(
+                diff <= BF16_HIDDEN_TOL,
+                "MiniLM bf16 case {c} input {j}: max abs diff {diff:e} > {BF16_HIDDEN_TOL:e}"
+            );
         }
     }
 }
@@ -85,7 +88,10 @@ fn gpt2_tiny_logits_in_bf16_stay_near_pytorch() {
         let want = reference.tensor(&format!("input{i}.last_logits"));
         let diff = max_abs_diff(logits.as_slice().unwrap(), want.as_slice().unwrap());
         eprintln!("gpt2-tiny bf16 {text:?}: last logits max abs diff {diff:e}");
-        assert!(diff <= BF16_LOGITS_TOL, "gpt2-tiny bf16 {text:?}: last logits differ by {diff:e} > {BF16_LOGITS_TOL:e}");
+        assert!(
+            diff <= BF16_LOGITS_TOL,
+            "gpt2-tiny bf16 {text:?}: last logits differ by {diff:e} > {BF16_LOGITS_TOL:e}"
+        );
     }
 }
 

@@ -59,7 +59,8 @@ fn check_classifier_fixture(name: &str) {
     let (model, _, tokenizer, _) = load_classifier(&dir, PackedType::F32).unwrap();
     for (i, (text, _)) in reference.inputs().iter().enumerate() {
         let enc = tokenizer.encode(text, true).unwrap();
-        let (logits, out) = model.classify(&Batch::pad(&[enc], model.encoder().pad_token_id()).unwrap(), Keep::AllLayers);
+        let (logits, out) =
+            model.classify(&Batch::pad(&[enc], model.encoder().pad_token_id()).unwrap(), Keep::AllLayers);
         check_hidden_states(name, i, &out, &reference);
         let want = reference.tensor(&format!("input{i}.logits"));
         assert_close(

@@ -93,7 +93,10 @@ fn gemm(s: &BenchSettings) -> Result<Value> {
     let (median, min) = match s.weight_layout.as_str() {
         "kn" => {
             let b = w.t().as_standard_layout().into_owned();
-            time_runs(s.runs, || Ok(drop(std::hint::black_box(tensor::matmul(a.view(), b.view())))))?
+            time_runs(s.runs, || {
+                std::hint::black_box(tensor::matmul(a.view(), b.view()));
+                Ok(())
+            })?
         }
         "packed" => {
             let kernel = tensor::gemm::Kernel::detect().context("--weight-layout packed needs AVX-512F or AVX2+FMA")?;
@@ -101,9 +104,15 @@ fn gemm(s: &BenchSettings) -> Result<Value> {
             models::weights::require_packed_type(s.weights)?;
             let b = tensor::matmul::pack_weight(kernel, s.weights, w.t());
             pack_ms = Some(packing.elapsed().as_secs_f64() * 1e3);
-            time_runs(s.runs, || Ok(drop(std::hint::black_box(tensor::matmul_packed(a.view(), &b)))))?
+            time_runs(s.runs, || {
+                std::hint::black_box(tensor::matmul_packed(a.view(), &b));
+                Ok(())
+            })?
         }
-        _ => time_runs(s.runs, || Ok(drop(std::hint::black_box(tensor::matmul(a.view(), w.t())))))?,
+        _ => time_runs(s.runs, || {
+            std::hint::black_box(tensor::matmul(a.view(), w.t()));
+            Ok(())
+        })?,
     };
     let gflops = 2.0 * (m * n * k) as f64 / (median * 1e-3) / 1e9;
     Ok(

@@ -24,8 +24,8 @@ use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, Axis};
 use serde::Deserialize;
 
 use transformer::{
-    attention, multi_head_attention, split_heads, Activation, AttentionMask, Embedding, LayerCache,
-    LayerNorm, Linear, Projections,
+    attention, multi_head_attention, split_heads, Activation, AttentionMask, Embedding, LayerCache, LayerNorm, Linear,
+    Projections,
 };
 
 use crate::config;

@@ -17,8 +17,8 @@ use crate::config::{self, BertConfig};
 use crate::encoder::{Encoder, EncoderOutput, SequenceClassifier};
 use crate::explain::Block;
 use crate::tokenizer::Batch;
-use crate::Keep;
 use crate::weights::Weights;
+use crate::Keep;
 
 /// `embeddings.*`: word + position + token type, then LayerNorm.
 pub struct BertEmbeddings {

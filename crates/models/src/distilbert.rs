@@ -19,8 +19,8 @@ use crate::config::{self, DistilBertConfig};
 use crate::encoder::{Encoder, EncoderOutput, SequenceClassifier};
 use crate::explain::Block;
 use crate::tokenizer::Batch;
-use crate::Keep;
 use crate::weights::Weights;
+use crate::Keep;
 
 /// `nn.LayerNorm(dim, eps=1e-12)` throughout DistilBERT's code.
 const LAYER_NORM_EPS: f32 = 1e-12;

@@ -22,9 +22,7 @@ use anyhow::{bail, Result};
 use ndarray::{s, Array2, Array3, Array4, ArrayView2, Axis};
 use serde::Deserialize;
 
-use transformer::{
-    attention, split_heads, Activation, AttentionMask, Embedding, LayerCache, LayerNorm, Linear,
-};
+use transformer::{attention, split_heads, Activation, AttentionMask, Embedding, LayerCache, LayerNorm, Linear};
 
 use crate::config;
 use crate::explain::Block;

@@ -21,11 +21,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
-use std::ops::Range;
-use std::sync::Mutex;
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, TensorInfo};
 use safetensors::{SafeTensorError, SafeTensors};
+use std::ops::Range;
+use std::sync::Mutex;
 
 use tensor::{Matrix, PackedType};
 use transformer::{Embedding, LayerNorm, Linear, PackSlot};
@@ -212,11 +212,6 @@ impl Checkpoint {
     pub fn packing_as(mut self, ty: PackedType) -> Self {
         self.packed_type = ty;
         self
-    }
-
-    /// How weight matrices are packed.
-    pub fn packed_type(&self) -> PackedType {
-        self.packed_type
     }
 
     /// The file this checkpoint was opened from.

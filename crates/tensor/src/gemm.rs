@@ -143,7 +143,16 @@ impl Kernel {
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn run(self, rows: usize, kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+    unsafe fn run(
+        self,
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
         type Tile = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, bool);
         let tile: Tile = match (self, rows) {
             (Kernel::Avx512, 1) => kernel_avx512::<1>,
@@ -574,7 +583,8 @@ unsafe fn gemm_block(
                     let width = nr.min(nc - jp * nr);
                     let out = c.add(ip * mr * ldc + jc + jp * nr);
                     // a right-edge tile is computed whole into `tile`, then the part inside C written
-                    let (dst, ld, add) = if width == nr { (out, ldc, accumulate) } else { (tile.as_mut_ptr(), nr, false) };
+                    let (dst, ld, add) =
+                        if width == nr { (out, ldc, accumulate) } else { (tile.as_mut_ptr(), nr, false) };
                     if bf16 {
                         kernel_bf16(height, kc, apanel.as_ptr(), bpanel.cast(), dst, ld, add);
                     } else {
@@ -697,16 +707,6 @@ impl PackedB {
     /// `(K, N)`.
     pub fn dim(&self) -> (usize, usize) {
         (self.k, self.n)
-    }
-
-    /// The kernel the panels are laid out for.
-    pub fn kernel(&self) -> Kernel {
-        self.kernel
-    }
-
-    /// How the values are stored.
-    pub fn packed_type(&self) -> PackedType {
-        self.ty
     }
 
     /// The bytes of the depth slice starting at `pc`, `kc` deep.
@@ -875,7 +875,11 @@ mod tests {
             let packed = PackedB::new(Kernel::Avx512, PackedType::Bf16, mat_ref(&bv).expect("positive strides"));
             sgemm_packed(mat_ref(&av).expect("positive strides"), &packed, &mut c);
             let diff = c.iter().zip(expect.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-            assert!(diff <= 1e-5 * k as f32, "bf16 ({m},{k})x({k},{n}): max diff {diff}, first {:?}", &c[..4.min(c.len())]);
+            assert!(
+                diff <= 1e-5 * k as f32,
+                "bf16 ({m},{k})x({k},{n}): max diff {diff}, first {:?}",
+                &c[..4.min(c.len())]
+            );
         }
     }
 

@@ -122,9 +122,7 @@ pub fn matmul_blocked(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
         return matmul(a, b);
     }
     match (gemm::Kernel::detect(), mat_ref(&a), mat_ref(&b)) {
-        (Some(kernel), Some(ar), Some(br)) => {
-            written_by_kernel(m, n, |c| gemm::sgemm_uninit(Some(kernel), ar, br, c))
-        }
+        (Some(kernel), Some(ar), Some(br)) => written_by_kernel(m, n, |c| gemm::sgemm_uninit(Some(kernel), ar, br, c)),
         _ => matmul(a, b),
     }
 }
@@ -141,7 +139,8 @@ pub fn matmul_packed(a: ArrayView2<f32>, b: &gemm::PackedB) -> Array2<f32> {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
     assert_eq!(k, k2, "matmul_packed: inner dimensions differ ({m}x{k} times {k2}x{n})");
-    let a = if a.strides().iter().all(|&s| s >= 0) { a } else { return matmul_packed(a.as_standard_layout().view(), b) };
+    let a =
+        if a.strides().iter().all(|&s| s >= 0) { a } else { return matmul_packed(a.as_standard_layout().view(), b) };
     if m == 0 || k == 0 {
         return Array2::zeros((m, n));
     }

@@ -21,6 +21,7 @@ pub fn softmax_last_dim(mut x: ArrayViewMutD<f32>) {
     for mut row in x.lanes_mut(last) {
         // (closures marked inline: a function item passed as `body` is called
         // through a shim compiled without the target's features)
+        #[allow(clippy::redundant_closure)]
         if let Some(slice) = row.as_slice_mut() {
             for_best_simd(
                 slice,

@@ -16,9 +16,7 @@ pub mod layers;
 pub mod position;
 
 pub use activation::Activation;
-pub use attention::{
-    attention, multi_head_attention, split_heads, AttentionMask, AttentionOutput, Projections,
-};
+pub use attention::{attention, multi_head_attention, split_heads, AttentionMask, AttentionOutput, Projections};
 pub use kv_cache::LayerCache;
 pub use layers::{Embedding, LayerNorm, Linear, PackSlot};
 pub use position::sinusoidal_positions;

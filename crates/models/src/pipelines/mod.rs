@@ -16,8 +16,8 @@ use crate::encoder::{Encoder, SequenceClassifier};
 use crate::study::{token_strings, Study};
 use crate::tokenizer::{Batch, Encoded, TextTokenizer};
 use crate::weights::Packing;
-use tensor::PackedType;
 use crate::Keep;
+use tensor::PackedType;
 
 /// Options shared by the encoder tasks.
 #[derive(Clone, Debug)]
@@ -153,7 +153,9 @@ impl TextClassification {
     /// # Errors
     /// On empty or over-long inputs.
     pub fn study(&self, inputs: &[String], opts: &EncodeOptions) -> Result<Study> {
-        encoder_study(&self.tokenizer, self.model.encoder(), inputs, opts, |b| self.model.classify(b, Keep::AllLayers).1)
+        encoder_study(&self.tokenizer, self.model.encoder(), inputs, opts, |b| {
+            self.model.classify(b, Keep::AllLayers).1
+        })
     }
 
     /// Scores and labels for one row of logits, as `TextClassificationPipeline.postprocess`.

@@ -19,8 +19,8 @@ use crate::generation::GenerationConfig;
 use crate::study::{token_strings, Study};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Packing;
-use tensor::PackedType;
 use crate::Keep;
+use tensor::PackedType;
 
 /// The encoder-decoder `model_type`s this engine implements.
 pub const SEQ2SEQ_MODEL_TYPES: &str = "bart";

@@ -12,8 +12,8 @@ use crate::gpt2::{Gpt2Config, Gpt2LmHeadModel, Gpt2Session};
 use crate::study::{token_strings, Study};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Packing;
-use tensor::PackedType;
 use crate::Keep;
+use tensor::PackedType;
 
 /// The causal-LM `model_type`s this engine implements.
 pub const CAUSAL_LM_MODEL_TYPES: &str = "gpt2";
