@@ -110,7 +110,7 @@ impl Summarization {
         let src = ndarray::Array2::from_shape_vec((1, source.len()), source.clone()).expect("one row");
         let mask = ndarray::Array2::<u8>::ones((1, source.len()));
         let encoded = self.model.encode(src.view(), mask.view(), Keep::AllLayers);
-        let mut cache = self.model.new_cache(&encoded.last_hidden_state, decoder_ids.len());
+        let mut cache = self.model.new_cache(&encoded.last_hidden_state, 1, decoder_ids.len());
         let dec = ndarray::Array2::from_shape_vec((1, decoder_ids.len()), decoder_ids.clone()).expect("one row");
         let out = self.model.decode(dec.view(), mask.view(), &mut cache, false, Keep::AllLayers);
         let mut study = Study::default();
