@@ -470,8 +470,8 @@ impl Decoder for BartSession<'_> {
     fn step(&mut self, tokens: ArrayView2<u32>) -> Array2<f32> {
         let b = tokens.nrows();
         let (model, capacity) = (self.model, self.capacity);
-        // Every beam attends to the same source: its mask and its projected
-        // keys and values are shared by all beams, and never reordered.
+        // Every beam attends to the same source: its keys and values are
+        // projected once and replicated per beam (new_cache), and never reordered.
         let mask = self.encoder_mask.select(Axis(0), &vec![0; b]);
         let hidden = &self.encoder_hidden;
         let cache = self.cache.get_or_insert_with(|| model.new_cache(hidden, b, capacity));

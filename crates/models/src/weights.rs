@@ -53,8 +53,9 @@ fn give_back(mmap: &Mmap, pages: Range<usize>) {
         return;
     }
     #[cfg(unix)]
-    // SAFETY: the map is private and read-only, so after MADV_DONTNEED a read
-    // faults in the file's unchanged bytes again: every view of it stays valid.
+    // SAFETY: the map is read-only (memmap2 maps it shared, PROT_READ) and never
+    // written, so after MADV_DONTNEED a read faults the file's unchanged bytes
+    // back in from the page cache: every view of it stays valid.
     let _ = unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, pages.start, pages.len()) };
 }
 
@@ -71,6 +72,8 @@ pub fn require_packed_type(ty: PackedType) -> Result<()> {
 
 /// The page size of x86-64 and most other Linux targets; [`Checkpoint::prefault`]
 /// touches one byte per page, [`Checkpoint::release`] gives back whole pages.
+/// (On a kernel with larger pages, `madvise` rounds out to its own pages, so a
+/// neighbouring tensor's bytes may be released too: harmless, they fault back in.)
 const PAGE: usize = 4096;
 
 /// An open `model.safetensors`: the file is memory-mapped and only its header
@@ -144,13 +147,20 @@ impl Checkpoint {
     /// faults for GPT-2. (`MADV_POPULATE_READ` maps them one by one: measured
     /// slower, 150 ms against about 50 for GPT-2's 475 MB.)
     ///
-    /// Pages given back by [`Checkpoint::release`] are skipped.
+    /// Pages given back by [`Checkpoint::release`] are skipped (those the
+    /// background packer gives back later are not known yet: it starts after this).
     pub fn prefault(&self) {
         let bytes: &[u8] = &self.mmap;
-        let released = self.released.lock().expect("no panic while holding the lock").clone();
+        let mut released = self.released.lock().expect("no panic while holding the lock").clone();
+        released.sort_by_key(|r| r.start);
+        // the released ranges in order, walked once beside the pages
+        let mut next = released.iter().peekable();
         let mut sum = 0u8;
         for i in (0..bytes.len()).step_by(PAGE) {
-            if !released.iter().any(|r| r.contains(&i)) {
+            while next.peek().is_some_and(|r| r.end <= i) {
+                next.next();
+            }
+            if !next.peek().is_some_and(|r| r.contains(&i)) {
                 sum = sum.wrapping_add(bytes[i]);
             }
         }

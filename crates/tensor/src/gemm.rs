@@ -1,6 +1,8 @@
 //! Our own SGEMM: packed panels, cache blocking and a SIMD micro-kernel, in
-//! the style of BLIS (Van Zee & van de Geijn, 2015). The few-row products of
-//! decoding go to [`crate::matvec`] instead.
+//! the style of BLIS (Van Zee & van de Geijn, 2015). With `B` packed per call
+//! ([`sgemm`]), the few-row products of decoding go to [`crate::matvec`]
+//! instead; with `B` packed once ([`PackedB`], [`sgemm_packed`]), every row
+//! count runs here, one row as well as a thousand.
 //!
 //! # Design
 //! `C (M x N) = A (M x K) B (K x N)` is computed in loops around a
@@ -201,8 +203,9 @@ unsafe fn kernel_avx512<const R: usize>(
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
-        _mm_prefetch::<_MM_HINT_T0>(bp.add(PREFETCH) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(bp.add(PREFETCH + 16) as *const i8);
+        // past the last panel the address leaves the buffer: wrapping arithmetic, and a prefetch never faults
+        _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PREFETCH) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PREFETCH + 16) as *const i8);
         let b0 = _mm512_loadu_ps(bp);
         let b1 = _mm512_loadu_ps(bp.add(16));
         for (i, row) in acc.iter_mut().enumerate() {
@@ -350,7 +353,7 @@ unsafe fn kernel_bf16_rows<const R: usize>(
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
-        _mm_prefetch::<_MM_HINT_T0>(bp.add(PREFETCH / 2) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PREFETCH / 2) as *const i8);
         let words = _mm512_loadu_si512(bp.cast());
         // low halves: columns 0..16; high halves: columns 16..32
         let b0 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(words));
@@ -513,7 +516,7 @@ unsafe fn transpose_8x8_avx(rows: &[&[f32]; 8], k0: usize, dst: &mut [f32], stri
 /// A pointer to `C` that threads share; each writes only its own block.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
-// SAFETY: the blocks handed to different threads never overlap (see `sgemm_with`).
+// SAFETY: the blocks handed to different threads never overlap (see `run_blocks`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
@@ -572,6 +575,7 @@ unsafe fn gemm_block(
                     (packed_b.as_ptr().cast(), kc * nr * 4, false)
                 }
                 BSource::Packed(p) => {
+                    debug_assert!(c0.is_multiple_of(nr), "a packed B is split at whole panels");
                     let panel_bytes = kc * nr * p.ty.bytes();
                     (p.slice(pc, kc).as_ptr().add((c0 + jc) / nr * panel_bytes), panel_bytes, p.ty == PackedType::Bf16)
                 }
@@ -677,7 +681,8 @@ impl PackedB {
         memory[..bytes].par_chunks_mut(KC * width * ty.bytes()).enumerate().for_each(|(slice, out)| {
             let pc = slice * KC;
             let kc = KC.min(k - pc);
-            let mut panel = vec![0.0f32; kc * nr];
+            // bf16 panels are packed as float32 first, then rounded
+            let mut panel = if ty == PackedType::Bf16 { vec![0.0f32; kc * nr] } else { Vec::new() };
             for (index, dst) in out.chunks_exact_mut(kc * nr * ty.bytes()).enumerate() {
                 let cols = nr.min(n - index * nr);
                 match ty {
@@ -753,6 +758,8 @@ pub fn sgemm_packed_uninit(a: MatRef, b: &PackedB, c: &mut [MaybeUninit<f32>]) {
     }
     #[cfg(target_arch = "x86_64")]
     run_blocks(b.kernel, &a, BSource::Packed(b), c);
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("a PackedB exists only where a kernel runs, so on x86-64");
 }
 
 /// `c` viewed as possibly uninitialised memory (which initialised memory is).
@@ -895,6 +902,13 @@ mod tests {
             let w = filled(n, k, 6); // an (N, K) Linear weight, read transposed
             let packed = pack_weight(kernel, PackedType::F32, w.t());
             assert_eq!(matmul_blocked(a.view(), w.t()), matmul_packed(a.view(), &packed), "({m},{k})x({k},{n})");
+            // rows read backwards (a negative stride) too
+            let reversed = a.slice(ndarray::s![..;-1, ..]);
+            assert_eq!(
+                matmul_blocked(reversed, w.t()),
+                matmul_packed(reversed, &packed),
+                "reversed ({m},{k})x({k},{n})"
+            );
         }
     }
 

@@ -107,7 +107,8 @@ pub fn matmul(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
 /// (the same panels, kernel, blocking and thread split, so the same
 /// summation order). A layer whose weight is still being packed in the
 /// background uses this, so that its results do not depend on when the
-/// packing finishes. Falls back to [`matmul`] where the kernel cannot run.
+/// packing finishes. Falls back to [`matmul`] where no kernel runs (and
+/// then nothing is packed either).
 ///
 /// # Shapes
 /// `(M, K) x (K, N) -> (M, N)`
@@ -121,9 +122,12 @@ pub fn matmul_blocked(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     if m == 0 || n == 0 || k == 0 {
         return matmul(a, b);
     }
-    match (gemm::Kernel::detect(), mat_ref(&a), mat_ref(&b)) {
-        (Some(kernel), Some(ar), Some(br)) => written_by_kernel(m, n, |c| gemm::sgemm_uninit(Some(kernel), ar, br, c)),
-        _ => matmul(a, b),
+    let Some(kernel) = gemm::Kernel::detect() else { return matmul(a, b) };
+    // negative strides are copied to standard layout first, as matmul_packed and pack_weight do
+    match (mat_ref(&a), mat_ref(&b)) {
+        (Some(ar), Some(br)) => written_by_kernel(m, n, |c| gemm::sgemm_uninit(Some(kernel), ar, br, c)),
+        (None, _) => matmul_blocked(a.as_standard_layout().view(), b),
+        (_, None) => matmul_blocked(a, b.as_standard_layout().view()),
     }
 }
 

@@ -57,8 +57,9 @@ impl Linear {
 
     /// The same layer with `W^T` packed once for the GEMM kernel, stored as
     /// `ty`, when this CPU has a kernel (see [`tensor::gemm::PackedB`] for why);
-    /// unchanged otherwise. Loaders call it for every projection, then may let
-    /// go of the checkpoint's pages of `weight`, which the forward pass no longer reads.
+    /// unchanged otherwise. Loaders call it for weights stored as bf16 (in
+    /// float32 they use [`Linear::packed_later`]), then let go of the
+    /// checkpoint's pages of `weight`, which the forward pass no longer reads.
     ///
     /// # Panics
     /// If `ty` is bf16 and the CPU has no AVX-512 (loaders check first).
