@@ -164,7 +164,7 @@ impl TextTokenizer {
     ///
     /// A BPE model's vocabulary and merges (GPT-2's: 50,257 and 50,000) are
     /// read here with typed deserializers and handed to `tokenizers`' own
-    /// BPE builder ([`parse_bpe`]); everything else in the file goes through
+    /// BPE builder (`parse_bpe`); everything else in the file goes through
     /// `tokenizers`. Why: `tokenizers` deserializes its model through untagged
     /// enums, which buffer the whole vocabulary and merges and then read them
     /// again: 105 ms for GPT-2's file, two thirds of the time to its first

@@ -47,7 +47,7 @@ impl Packing {
     }
 }
 
-/// Gives `pages` of `mmap` back to the kernel (`MADV_DONTNEED`); see [`Checkpoint::release`].
+/// Gives `pages` of `mmap` back to the kernel (`MADV_DONTNEED`); see `Checkpoint::release`.
 fn give_back(mmap: &Mmap, pages: Range<usize>) {
     if pages.is_empty() {
         return;
@@ -71,7 +71,7 @@ pub fn require_packed_type(ty: PackedType) -> Result<()> {
 }
 
 /// The page size of x86-64 and most other Linux targets; [`Checkpoint::prefault`]
-/// touches one byte per page, [`Checkpoint::release`] gives back whole pages.
+/// touches one byte per page, `Checkpoint::release` gives back whole pages.
 /// (On a kernel with larger pages, `madvise` rounds out to its own pages, so a
 /// neighbouring tensor's bytes may be released too: harmless, they fault back in.)
 const PAGE: usize = 4096;
@@ -85,7 +85,7 @@ pub struct Checkpoint {
     /// Offset of the data section: 8 bytes of header length, then the JSON header.
     data_start: usize,
     tensors: HashMap<String, TensorInfo>,
-    /// Byte ranges of the map handed back to the kernel by [`Checkpoint::release`].
+    /// Byte ranges of the map handed back to the kernel by `Checkpoint::release`.
     released: Mutex<Vec<Range<usize>>>,
     /// Float32 weights to pack after loading, with their tensor names ([`Checkpoint::pack_in_background`]).
     pending: Mutex<Vec<(PackSlot, String)>>,
@@ -147,7 +147,7 @@ impl Checkpoint {
     /// faults for GPT-2. (`MADV_POPULATE_READ` maps them one by one: measured
     /// slower, 150 ms against about 50 for GPT-2's 475 MB.)
     ///
-    /// Pages given back by [`Checkpoint::release`] are skipped (those the
+    /// Pages given back by `Checkpoint::release` are skipped (those the
     /// background packer gives back later are not known yet: it starts after this).
     pub fn prefault(&self) {
         let bytes: &[u8] = &self.mmap;
@@ -392,7 +392,7 @@ impl<'a> Weights<'a> {
     }
 
     /// Releases the map's pages of `name` when `linear` holds a packed copy of it
-    /// (see [`Checkpoint::release`]), and returns `linear`.
+    /// (see `Checkpoint::release`), and returns `linear`.
     pub fn release_if_packed(&self, linear: Linear, name: &str) -> Linear {
         if linear.is_packed() {
             self.ckpt.release(&self.full_name(name));

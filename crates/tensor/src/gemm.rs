@@ -632,7 +632,7 @@ impl PackedType {
 }
 
 /// A `B (K x N)` operand packed once for every later product with it: the
-/// panels [`gemm_block`] would otherwise pack on each call.
+/// panels `gemm_block` would otherwise pack on each call.
 ///
 /// Why: a weight matrix is multiplied by every batch and every token; packing
 /// it per call is a second pass over it each time (8-12% of a 1024^3 product,
@@ -647,7 +647,7 @@ impl PackedType {
 /// panels `[k][NR]`, zero-padded past `N`. In bf16, each `k` row of a 32-wide
 /// panel is 16 words of 32 bits, word `i` holding column `16 + i` in its high
 /// half and column `i` in its low half: one shift gives columns 0..16 as
-/// float32 and one mask columns 16..32 (see [`kernel_bf16`]).
+/// float32 and one mask columns 16..32 (see `kernel_bf16`).
 pub struct PackedB {
     kernel: Kernel,
     ty: PackedType,

@@ -1,7 +1,7 @@
 //! A minimal f32 tensor kit on top of `ndarray`.
 //!
 //! Everything a transformer forward pass needs beyond indexing: matrix
-//! products ([`matmul`]), the row-wise softmax ([`softmax_last_dim`]), layer
+//! products ([`matmul()`]), the row-wise softmax ([`softmax_last_dim`]), layer
 //! normalisation ([`layer_norm`]) and the two GELU variants ([`gelu_erf`],
 //! [`gelu_tanh`]). Each fast kernel has a naive reference beside it that the
 //! tests compare against.

@@ -56,9 +56,9 @@ const MATVEC_MAX_ROWS: usize = 16;
 /// `C = A B`, the production path; any strides (transposed views are free).
 ///
 /// Chooses, in order:
-/// 1. up to [`MATVEC_MAX_ROWS`] rows against a matrix with contiguous columns (a `Linear`
+/// 1. up to `MATVEC_MAX_ROWS` (16) rows against a matrix with contiguous columns (a `Linear`
 ///    weight `(N, K)` read as `W^T`): [`matvec::matvec_rows`], bandwidth-bound dot products;
-/// 2. up to [`MATVEC_MAX_ROWS`] rows against a row-major `(K, N)` matrix (GPT-2's `Conv1D`
+/// 2. up to `MATVEC_MAX_ROWS` rows against a row-major `(K, N)` matrix (GPT-2's `Conv1D`
 ///    weight): [`matvec::matvec_cols`], bandwidth-bound row updates;
 /// 3. with AVX-512F or AVX2+FMA and non-negative strides: our packed kernel, [`gemm::sgemm`];
 /// 4. otherwise the `matrixmultiply` crate ([`matmul_matrixmultiply`]).
