@@ -89,6 +89,9 @@ fn gemm(s: &BenchSettings) -> Result<Value> {
     // it, or stored (K, N) as GPT-2's Conv1D weights are, or packed once as the
     // models' layers hold it.
     let w = Array2::from_shape_fn((n, k), |(i, j)| ((i * 11 + j * 5) % 19) as f32 * 0.01);
+    if s.weights != PackedType::F32 && s.weight_layout != "packed" {
+        bail!("--dtype bf16 applies to packed weights: add --weight-layout packed");
+    }
     let mut pack_ms = None;
     let (median, min) = match s.weight_layout.as_str() {
         "kn" => {
