@@ -8,23 +8,11 @@
 
 mod common;
 
-use common::{assert_close, fixture, minilm_dir, Reference};
-use models::pipelines::{EncodeOptions, FeatureExtraction};
+use common::{assert_close, each_minilm_output, minilm_dir};
+use models::pipelines::FeatureExtraction;
 
 #[test]
 fn minilm_feature_extraction_matches_pytorch() {
-    let dir = minilm_dir();
-    let reference = Reference::load(&fixture("all-minilm-l6-v2"));
-    let pipe = FeatureExtraction::load(&dir).unwrap();
-    for (c, case) in reference.cases().iter().enumerate() {
-        let inputs: Vec<String> =
-            case["inputs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-        let outputs = pipe.run(&inputs, &EncodeOptions::default()).unwrap();
-        for (j, out) in outputs.iter().enumerate() {
-            let want = reference.tensor(&format!("case{c}.output{j}"));
-            assert_eq!(want.shape(), &[1, out[0].len(), out[0][0].len()], "case {c} output {j} shape");
-            let got: Vec<f32> = out[0].iter().flatten().copied().collect();
-            assert_close(&format!("MiniLM case {c} input {j} ({:?})", inputs[j]), &got, want.as_slice().unwrap(), 1e-4);
-        }
-    }
+    let pipe = FeatureExtraction::load(&minilm_dir()).unwrap();
+    each_minilm_output(&pipe, |what, got, want| assert_close(what, got, want, 1e-4));
 }

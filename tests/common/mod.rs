@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use models::pipelines::{EncodeOptions, FeatureExtraction};
 use ndarray::ArrayD;
 use safetensors::SafeTensors;
 use serde_json::Value;
@@ -35,6 +36,23 @@ pub fn minilm_dir() -> PathBuf {
         );
     }
     dir
+}
+
+/// Runs `pipe` on every case of the all-MiniLM-L6-v2 fixture and hands each
+/// output, after checking its shape, to `check(what, got, want)`.
+pub fn each_minilm_output(pipe: &FeatureExtraction, mut check: impl FnMut(&str, &[f32], &[f32])) {
+    let reference = Reference::load(&fixture("all-minilm-l6-v2"));
+    for (c, case) in reference.cases().iter().enumerate() {
+        let inputs: Vec<String> =
+            case["inputs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        let outputs = pipe.run(&inputs, &EncodeOptions::default()).unwrap();
+        for (j, out) in outputs.iter().enumerate() {
+            let want = reference.tensor(&format!("case{c}.output{j}"));
+            assert_eq!(want.shape(), &[1, out[0].len(), out[0][0].len()], "case {c} output {j} shape");
+            let got: Vec<f32> = out[0].iter().flatten().copied().collect();
+            check(&format!("MiniLM case {c} input {j} ({:?})", inputs[j]), &got, want.as_slice().unwrap());
+        }
+    }
 }
 
 /// A fixture's `reference.json` and `reference.safetensors`.

@@ -67,9 +67,18 @@ enum Dtype {
     Bf16,
 }
 
-impl Dtype {
-    fn packed(self) -> PackedType {
-        match self {
+/// `--dtype`, taken by every task and by `bench`.
+#[derive(Args)]
+struct WeightsArg {
+    /// How the weight matrices are stored: f32 (exact), or bf16 (half the bytes
+    /// for faster decoding, weights rounded to about 3 digits; needs AVX-512).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
+}
+
+impl WeightsArg {
+    fn packed(&self) -> PackedType {
+        match self.dtype {
             Dtype::F32 => PackedType::F32,
             Dtype::Bf16 => PackedType::Bf16,
         }
@@ -83,10 +92,8 @@ struct BenchArgs {
     /// The checkpoint (tasks only).
     #[arg(long, value_name = "DIR | ORG/NAME")]
     model: Option<String>,
-    /// How the weight matrices are stored: f32 (exact), or bf16 (half the bytes
-    /// for faster decoding, weights rounded to about 3 digits; needs AVX-512).
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    dtype: Dtype,
+    #[command(flatten)]
+    weights: WeightsArg,
     /// Timed runs after one load; the median and minimum are reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -334,10 +341,8 @@ struct SummarizationArgs {
     /// A checkpoint directory or a model id in the local Hugging Face cache.
     #[arg(long, value_name = "DIR | ORG/NAME")]
     model: String,
-    /// How the weight matrices are stored: f32 (exact), or bf16 (half the bytes
-    /// for faster decoding, weights rounded to about 3 digits; needs AVX-512).
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    dtype: Dtype,
+    #[command(flatten)]
+    weights: WeightsArg,
     #[command(flatten)]
     search: SearchArgs,
     /// When beam search stops: true (num_beams finished), false (heuristic) or never.
@@ -375,7 +380,7 @@ fn summarization(args: SummarizationArgs) -> Result<Value> {
         anyhow::bail!("no input given: pass texts as arguments or one per line on stdin");
     }
     let overrides = args.overrides()?;
-    let pipe = Summarization::load_as(&dir, args.dtype.packed())?;
+    let pipe = Summarization::load_as(&dir, args.weights.packed())?;
     args.study.write(|| match texts.as_slice() {
         [text] => pipe.study(text, None),
         _ => anyhow::bail!("--dump takes exactly one text"),
@@ -408,10 +413,8 @@ struct GenerationArgs {
     /// A checkpoint directory or a model id in the local Hugging Face cache.
     #[arg(long, value_name = "DIR | ORG/NAME")]
     model: String,
-    /// How the weight matrices are stored: f32 (exact), or bf16 (half the bytes
-    /// for faster decoding, weights rounded to about 3 digits; needs AVX-512).
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    dtype: Dtype,
+    #[command(flatten)]
+    weights: WeightsArg,
     /// Tokens to generate after the prompt.
     #[arg(long)]
     max_new_tokens: Option<usize>,
@@ -508,7 +511,7 @@ fn text_generation(args: GenerationArgs) -> Result<Option<Value>> {
     if prompts.is_empty() {
         anyhow::bail!("no input given: pass prompts as arguments or one per line on stdin");
     }
-    let pipe = TextGeneration::load_as(&dir, args.dtype.packed())?;
+    let pipe = TextGeneration::load_as(&dir, args.weights.packed())?;
     args.study.write(|| match prompts.as_slice() {
         [prompt] => pipe.study(prompt),
         _ => anyhow::bail!("--dump takes exactly one prompt"),
@@ -590,10 +593,8 @@ struct EncoderArgs {
     /// Inputs per padded forward pass.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     batch_size: u64,
-    /// How the weight matrices are stored: f32 (exact), or bf16 (half the bytes
-    /// for faster decoding, weights rounded to about 3 digits; needs AVX-512).
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    dtype: Dtype,
+    #[command(flatten)]
+    weights: WeightsArg,
     #[command(flatten)]
     study: StudyArgs,
     /// The texts; with none, one text per line is read from stdin.
@@ -631,7 +632,7 @@ fn run(cli: Cli) -> Result<Option<Output>> {
         Task::SentimentAnalysis { common, top_k } => {
             let dir = resolve_model(&common.model)?;
             let texts = common.texts()?;
-            let pipe = TextClassification::load_as(&dir, common.dtype.packed())?;
+            let pipe = TextClassification::load_as(&dir, common.weights.packed())?;
             common.study.write(|| pipe.study(&texts, &common.options()))?;
             let results = pipe.run(&texts, top_k, &common.options())?;
             Value::Array(
@@ -647,7 +648,7 @@ fn run(cli: Cli) -> Result<Option<Output>> {
         Task::FeatureExtraction { common } => {
             let dir = resolve_model(&common.model)?;
             let texts = common.texts()?;
-            let pipe = FeatureExtraction::load_as(&dir, common.dtype.packed())?;
+            let pipe = FeatureExtraction::load_as(&dir, common.weights.packed())?;
             common.study.write(|| pipe.study(&texts, &common.options()))?;
             serde_json::to_value(pipe.run(&texts, &common.options())?)?
         }
@@ -666,7 +667,7 @@ fn run(cli: Cli) -> Result<Option<Output>> {
             input: args.input,
             mnk: (args.m, args.n, args.k),
             weight_layout: args.weight_layout,
-            weights: args.dtype.packed(),
+            weights: args.weights.packed(),
         })?,
     })))
 }

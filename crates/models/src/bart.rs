@@ -320,9 +320,7 @@ impl BartForConditionalGeneration {
         let mut x = self.embed(&self.encoder, ids, 0);
         let all = keep.all_layers();
         let (mut hidden_states, mut attentions) = (Vec::new(), Vec::new());
-        if all {
-            hidden_states.push(unflatten(&x));
-        }
+        keep.record(&mut hidden_states, || unflatten(&x));
         for layer in &self.encoder_layers {
             let proj = layer.self_attn.projections();
             let nh = self.config.encoder_attention_heads;
@@ -332,12 +330,12 @@ impl BartForConditionalGeneration {
             // x = LayerNorm(a + FFN(a))
             let f = feed_forward(&layer.fc1, &layer.fc2, self.activation, &a);
             x = layer.final_layer_norm.forward((f + &a).view());
-            if all {
-                hidden_states.push(unflatten(&x));
-            }
+            keep.record(&mut hidden_states, || unflatten(&x));
             attentions.extend(probs);
         }
-        EncoderOutput { last_hidden_state: unflatten(&x), hidden_states, attentions }
+        // (N, C) -> (B, S, C)
+        let last_hidden_state = x.into_shape_with_order((b, s, c)).expect("contiguous");
+        EncoderOutput { last_hidden_state, hidden_states, attentions }
     }
 
     /// An empty decoder cache for `B * copies` rows and up to `capacity`
@@ -404,10 +402,11 @@ impl BartForConditionalGeneration {
         let mut x = self.embed(&self.decoder, ids, past);
         let mut out = BartDecoderOutput {
             logits: Array3::zeros((0, 0, 0)),
-            hidden_states: if all { vec![unflatten(&x)] } else { Vec::new() },
+            hidden_states: Vec::new(),
             self_attentions: Vec::new(),
             cross_attentions: Vec::new(),
         };
+        keep.record(&mut out.hidden_states, || unflatten(&x));
         for ((layer, self_cache), (cross_k, cross_v)) in
             self.decoder_layers.iter().zip(cache.self_attn.iter_mut()).zip(cache.cross_attn.iter())
         {
@@ -429,9 +428,7 @@ impl BartForConditionalGeneration {
             // 3. feed-forward
             let f = feed_forward(&layer.fc1, &layer.fc2, self.activation, &h);
             x = layer.final_layer_norm.forward((f + &h).view());
-            if all {
-                out.hidden_states.push(unflatten(&x));
-            }
+            keep.record(&mut out.hidden_states, || unflatten(&x));
             out.self_attentions.extend(attn.probs);
             out.cross_attentions.extend(cross.probs);
         }
@@ -444,8 +441,8 @@ impl BartForConditionalGeneration {
     }
 }
 
-/// A summary being generated: the encoder output of one source text,
-/// replicated per beam, and the decoder cache.
+/// A summary being generated: the encoder output of one source text, and the
+/// decoder cache (with that output's keys and values replicated per beam).
 pub struct BartSession<'a> {
     model: &'a BartForConditionalGeneration,
     /// `(1, S, C)`

@@ -210,18 +210,17 @@ impl Encoder for BertModel {
         let mask = AttentionMask::new(Some(batch.attention_mask.view()), b, t, t, false);
         let mut x = self.embed(batch);
         let (mut hidden_states, mut attentions) = (Vec::new(), Vec::new());
-        if all {
-            hidden_states.push(unflatten(&x, b, t));
-        }
+        keep.record(&mut hidden_states, || unflatten(&x, b, t));
         for layer in &self.encoder {
             let (y, probs) = layer.forward(&x, b, self.config.num_attention_heads, self.activation, &mask, all);
             x = y;
-            if all {
-                hidden_states.push(unflatten(&x, b, t));
-            }
+            keep.record(&mut hidden_states, || unflatten(&x, b, t));
             attentions.extend(probs);
         }
-        EncoderOutput { last_hidden_state: unflatten(&x, b, t), hidden_states, attentions }
+        // (N, C) -> (B, T, C)
+        let c = x.ncols();
+        let last_hidden_state = x.into_shape_with_order((b, t, c)).expect("hidden states are contiguous");
+        EncoderOutput { last_hidden_state, hidden_states, attentions }
     }
 
     fn max_positions(&self) -> usize {

@@ -172,18 +172,16 @@ impl Encoder for DistilBertModel {
         let mask = AttentionMask::new(Some(batch.attention_mask.view()), b, t, t, false);
         let all = keep.all_layers();
         let (mut hidden_states, mut attentions) = (Vec::new(), Vec::new());
-        if all {
-            hidden_states.push(unflatten(&x));
-        }
+        keep.record(&mut hidden_states, || unflatten(&x));
         for block in &self.transformer {
             let (y, probs) = block.forward(&x, b, self.config.n_heads, self.activation, &mask, all);
             x = y;
-            if all {
-                hidden_states.push(unflatten(&x));
-            }
+            keep.record(&mut hidden_states, || unflatten(&x));
             attentions.extend(probs);
         }
-        EncoderOutput { last_hidden_state: unflatten(&x), hidden_states, attentions }
+        // (N, C) -> (B, T, C)
+        let last_hidden_state = x.into_shape_with_order((b, t, c)).expect("contiguous");
+        EncoderOutput { last_hidden_state, hidden_states, attentions }
     }
 
     fn max_positions(&self) -> usize {

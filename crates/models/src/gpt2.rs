@@ -27,9 +27,8 @@ use transformer::{attention, split_heads, Activation, AttentionMask, Embedding, 
 use crate::config;
 use crate::explain::Block;
 use crate::generation::Decoder;
-use crate::weights::Weights;
+use crate::weights::{InFloat32, Weights};
 use crate::Keep;
-use tensor::PackedType;
 
 /// The layers stored as `Conv1D` (weight `(in, out)`), relative to `h.{i}`.
 pub const CONV1D_LAYERS: [&str; 4] = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"];
@@ -77,7 +76,7 @@ fn default_true() -> bool {
 /// Reads a `Conv1D` in this scope (`weight` `(in, out)`) as a [`Linear`] `(out, in)`:
 /// the same bytes, viewed transposed.
 ///
-/// In float32 not packed ([`Linear::packed`]), unlike `nn.Linear` weights:
+/// In float32 not packed ([`InFloat32::Never`]), unlike `nn.Linear` weights:
 /// decoding reads the `(in, out)` rows in place as fast as packed panels (47
 /// tokens/s either way on the benchmark, measured), and packing GPT-2's 340 MB
 /// of layers took loading from about 105 to 260 ms. With bf16 weights they
@@ -87,10 +86,7 @@ fn default_true() -> bool {
 fn conv1d(w: &Weights, in_features: usize, out_features: usize) -> Result<Linear> {
     let weight = w.matrix("weight", (in_features, out_features))?;
     let linear = Linear::new(weight.transposed(), Some(w.get1("bias", out_features)?));
-    Ok(match w.packed_type() {
-        PackedType::F32 => linear,
-        ty => w.release_if_packed(linear.packed(ty), "weight"),
-    })
+    Ok(w.packed(linear, "weight", InFloat32::Never))
 }
 
 /// `h.{i}.attn`: fused query/key/value projection and output projection.
@@ -281,9 +277,7 @@ impl Gpt2LmHeadModel {
         let mask = AttentionMask::new(None, b, t, past + t, true);
         let all = keep.all_layers();
         let (mut hidden_states, mut attentions) = (Vec::new(), Vec::new());
-        if all {
-            hidden_states.push(unflatten(&x));
-        }
+        keep.record(&mut hidden_states, || unflatten(&x));
         for (block, layer_cache) in self.h.iter().zip(cache.layers.iter_mut()) {
             // a = x + attn(ln_1(x))
             let qkv = block.attn.c_attn.forward(block.ln_1.forward(x.view()).view()); // (N, C) -> (N, 3C)
@@ -302,9 +296,7 @@ impl Gpt2LmHeadModel {
             let mut hidden = block.mlp.c_fc.forward(block.ln_2.forward(a.view()).view());
             self.activation.apply(&mut hidden);
             x = block.mlp.c_proj.forward(hidden.view()) + &a;
-            if all {
-                hidden_states.push(unflatten(&x));
-            }
+            keep.record(&mut hidden_states, || unflatten(&x));
             attentions.extend(out.probs);
         }
         x = self.ln_f.forward(x.view());

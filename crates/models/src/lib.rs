@@ -41,4 +41,12 @@ impl Keep {
     pub fn all_layers(self) -> bool {
         self == Keep::AllLayers
     }
+
+    /// Appends `make()` to `layers` when every layer's tensors are kept
+    /// (`make` does not run otherwise).
+    pub fn record<T>(self, layers: &mut Vec<T>, make: impl FnOnce() -> T) {
+        if self.all_layers() {
+            layers.push(make());
+        }
+    }
 }

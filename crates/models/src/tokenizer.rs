@@ -85,28 +85,22 @@ fn parse_bpe(text: &str) -> Option<tokenizers::Tokenizer> {
         return None;
     }
     let merges = m.merges.into_iter().filter_map(|merge| merge.0).collect();
-    let mut bpe = tokenizers::models::bpe::BPE::builder().vocab_and_merges(m.vocab, merges);
-    if let Some(p) = m.dropout {
-        bpe = bpe.dropout(p);
+    use tokenizers::models::bpe::{BpeBuilder, BPE};
+    // each option the file gives goes to the builder; an absent one keeps the builder's default
+    fn given<T>(bpe: BpeBuilder, value: Option<T>, set: fn(BpeBuilder, T) -> BpeBuilder) -> BpeBuilder {
+        match value {
+            Some(v) => set(bpe, v),
+            None => bpe,
+        }
     }
-    if let Some(unk) = m.unk_token {
-        bpe = bpe.unk_token(unk);
-    }
-    if let Some(prefix) = m.continuing_subword_prefix {
-        bpe = bpe.continuing_subword_prefix(prefix);
-    }
-    if let Some(suffix) = m.end_of_word_suffix {
-        bpe = bpe.end_of_word_suffix(suffix);
-    }
-    if let Some(fuse) = m.fuse_unk {
-        bpe = bpe.fuse_unk(fuse);
-    }
-    if let Some(fallback) = m.byte_fallback {
-        bpe = bpe.byte_fallback(fallback);
-    }
-    if let Some(ignore) = m.ignore_merges {
-        bpe = bpe.ignore_merges(ignore);
-    }
+    let mut bpe = BPE::builder().vocab_and_merges(m.vocab, merges);
+    bpe = given(bpe, m.dropout, BpeBuilder::dropout);
+    bpe = given(bpe, m.unk_token, BpeBuilder::unk_token);
+    bpe = given(bpe, m.continuing_subword_prefix, BpeBuilder::continuing_subword_prefix);
+    bpe = given(bpe, m.end_of_word_suffix, BpeBuilder::end_of_word_suffix);
+    bpe = given(bpe, m.fuse_unk, BpeBuilder::fuse_unk);
+    bpe = given(bpe, m.byte_fallback, BpeBuilder::byte_fallback);
+    bpe = given(bpe, m.ignore_merges, BpeBuilder::ignore_merges);
     let bpe = bpe.build().ok()?;
     // the file without its model and added tokens; absent and null fields left out alike
     let mut rest = serde_json::Map::new();

@@ -30,6 +30,15 @@ use std::sync::Mutex;
 use tensor::{Matrix, PackedType};
 use transformer::{Embedding, LayerNorm, Linear, PackSlot};
 
+/// What [`Weights::packed`] does with a float32 weight (bf16 ones are always packed at load).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InFloat32 {
+    /// Packed by [`Checkpoint::pack_in_background`] after loading.
+    Later,
+    /// Left as mapped: read in place by the few-row kernels.
+    Never,
+}
+
 /// A model's weights being packed in the background ([`Checkpoint::pack_in_background`]).
 #[derive(Clone, Default)]
 pub struct Packing(Arc<Mutex<Option<std::thread::JoinHandle<()>>>>);
@@ -182,8 +191,9 @@ impl Checkpoint {
     /// The whole pages inside tensor `name`'s bytes (empty if it has none, or no such tensor).
     fn whole_pages(&self, name: &str) -> Range<usize> {
         let Some(info) = self.tensors.get(name) else { return 0..0 };
-        let (start, end) = (self.data_start + info.data_offsets.0, self.data_start + info.data_offsets.1);
-        start.div_ceil(PAGE) * PAGE..(end / PAGE * PAGE).max(start.div_ceil(PAGE) * PAGE)
+        let first = (self.data_start + info.data_offsets.0).div_ceil(PAGE) * PAGE;
+        let last = (self.data_start + info.data_offsets.1) / PAGE * PAGE;
+        first..last.max(first)
     }
 
     /// Packs, on a thread of its own, every float32 weight [`Weights::linear`]
@@ -197,7 +207,6 @@ impl Checkpoint {
             .into_iter()
             .map(|(slot, name)| (slot, self.whole_pages(&name)))
             .collect();
-        let Some(kernel) = tensor::gemm::Kernel::detect() else { return Packing::default() };
         if jobs.is_empty() {
             return Packing::default();
         }
@@ -208,7 +217,7 @@ impl Checkpoint {
             let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(1).build() else { return };
             pool.install(|| {
                 for (slot, pages) in jobs {
-                    slot.fill(kernel);
+                    slot.fill();
                     give_back(&mmap, pages);
                 }
             });
@@ -353,51 +362,46 @@ impl<'a> Weights<'a> {
         Ok(t.into_dimensionality().expect("rank checked"))
     }
 
-    /// `torch.nn.Linear(in, out)` in this scope: `weight` `(out, in)`, `bias` `(out)`.
-    /// In float32 the weight is left for [`Checkpoint::pack_in_background`]
-    /// ([`Linear::packed_later`]); in bf16 it is packed now ([`Linear::packed`])
-    /// and its pages in the map released ([`Weights::release_if_packed`]).
+    /// `torch.nn.Linear(in, out)` in this scope: `weight` `(out, in)`, `bias` `(out)`,
+    /// packed as [`Weights::packed`] says ([`InFloat32::Later`]).
     pub fn linear(&self, in_features: usize, out_features: usize) -> Result<Linear> {
         let linear =
             Linear::new(self.matrix("weight", (out_features, in_features))?, Some(self.get1("bias", out_features)?));
-        Ok(match self.ckpt.packed_type {
-            PackedType::F32 => {
+        Ok(self.packed(linear, "weight", InFloat32::Later))
+    }
+
+    /// `linear`, whose weight is tensor `name` in this scope, packed as this
+    /// checkpoint asks ([`Checkpoint::packing_as`]): in bf16 now
+    /// ([`Linear::packed`]), the map's pages of `name` then given back (see
+    /// `Checkpoint::release`); in float32 as `in_f32` says.
+    pub fn packed(&self, linear: Linear, name: &str, in_f32: InFloat32) -> Linear {
+        match (self.ckpt.packed_type, in_f32) {
+            (PackedType::F32, InFloat32::Never) => linear,
+            (PackedType::F32, InFloat32::Later) => {
                 let (linear, slot) = linear.packed_later();
                 if let Some(slot) = slot {
-                    self.ckpt.pending.lock().expect("not poisoned").push((slot, self.full_name("weight")));
+                    self.ckpt.pending.lock().expect("not poisoned").push((slot, self.full_name(name)));
                 }
                 linear
             }
-            ty => self.release_if_packed(linear.packed(ty), "weight"),
-        })
-    }
-
-    /// How this checkpoint's weight matrices are packed ([`Checkpoint::packing_as`]).
-    pub fn packed_type(&self) -> PackedType {
-        self.ckpt.packed_type
+            (ty, _) => {
+                let linear = linear.packed(ty);
+                if linear.is_packed() {
+                    self.ckpt.release(&self.full_name(name));
+                }
+                linear
+            }
+        }
     }
 
     /// A language-model head over `weight` `(V, C)` (its own `lm_head.weight`, or
     /// the tied token embedding), tensor `name` in this scope, without bias.
-    /// Packed only with bf16 weights: in float32 the few-row kernel reads the
-    /// mapped matrix in place as fast as packed panels, and packing GPT-2's
-    /// 154 MB head would add to loading; in bf16 it halves the largest single
-    /// read of each decoding step.
+    /// Packed only with bf16 weights ([`InFloat32::Never`]): in float32 the
+    /// few-row kernel reads the mapped matrix in place as fast as packed
+    /// panels, and packing GPT-2's 154 MB head would add to loading; in bf16 it
+    /// halves the largest single read of each decoding step.
     pub fn lm_head(&self, weight: Matrix, name: &str) -> Linear {
-        let head = Linear::new(weight, None);
-        match self.ckpt.packed_type {
-            PackedType::F32 => head,
-            ty => self.release_if_packed(head.packed(ty), name),
-        }
-    }
-
-    /// Releases the map's pages of `name` when `linear` holds a packed copy of it
-    /// (see `Checkpoint::release`), and returns `linear`.
-    pub fn release_if_packed(&self, linear: Linear, name: &str) -> Linear {
-        if linear.is_packed() {
-            self.ckpt.release(&self.full_name(name));
-        }
-        linear
+        self.packed(Linear::new(weight, None), name, InFloat32::Never)
     }
 
     /// `torch.nn.LayerNorm(c, eps)` in this scope: `weight` and `bias`, both `(c)`.

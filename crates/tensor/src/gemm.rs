@@ -55,8 +55,8 @@ pub const KC: usize = 256;
 /// Columns of `B` packed at once: `KC x NC` floats = 512 KiB.
 pub const NC: usize = 512;
 
-/// How far ahead of its B panel the AVX-512 kernel prefetches, in floats.
-const PREFETCH: usize = 48 * 32;
+/// How many steps of `k` ahead of its B panel the AVX-512 kernel prefetches.
+const PREFETCH_STEPS: usize = 48;
 
 /// The largest kernel's tile, `MR x NR` floats.
 const MAX_TILE: usize = 14 * 32;
@@ -155,40 +155,62 @@ impl Kernel {
         ldc: usize,
         accumulate: bool,
     ) {
-        type Tile = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, bool);
-        let tile: Tile = match (self, rows) {
-            (Kernel::Avx512, 1) => kernel_avx512::<1>,
-            (Kernel::Avx512, 2) => kernel_avx512::<2>,
-            (Kernel::Avx512, 3) => kernel_avx512::<3>,
-            (Kernel::Avx512, 4) => kernel_avx512::<4>,
-            (Kernel::Avx512, 5) => kernel_avx512::<5>,
-            (Kernel::Avx512, 6) => kernel_avx512::<6>,
-            (Kernel::Avx512, 7) => kernel_avx512::<7>,
-            (Kernel::Avx512, 8) => kernel_avx512::<8>,
-            (Kernel::Avx512, 9) => kernel_avx512::<9>,
-            (Kernel::Avx512, 10) => kernel_avx512::<10>,
-            (Kernel::Avx512, 11) => kernel_avx512::<11>,
-            (Kernel::Avx512, 12) => kernel_avx512::<12>,
-            (Kernel::Avx512, 13) => kernel_avx512::<13>,
-            (Kernel::Avx512, _) => kernel_avx512::<14>,
-            (Kernel::Avx2, 1) => kernel_avx2::<1>,
-            (Kernel::Avx2, 2) => kernel_avx2::<2>,
-            (Kernel::Avx2, 3) => kernel_avx2::<3>,
-            (Kernel::Avx2, 4) => kernel_avx2::<4>,
-            (Kernel::Avx2, 5) => kernel_avx2::<5>,
-            (Kernel::Avx2, _) => kernel_avx2::<6>,
+        let tile = match self {
+            Kernel::Avx512 => avx512_tile::<false>(rows),
+            Kernel::Avx2 => match rows {
+                1 => kernel_avx2::<1>,
+                2 => kernel_avx2::<2>,
+                3 => kernel_avx2::<3>,
+                4 => kernel_avx2::<4>,
+                5 => kernel_avx2::<5>,
+                _ => kernel_avx2::<6>,
+            },
         };
         tile(kc, a, b, c, ldc, accumulate)
     }
 }
 
+/// A tile kernel: `(kc, a, b, c, ldc, accumulate)` as in [`Kernel::run`].
+#[cfg(target_arch = "x86_64")]
+type Tile = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, bool);
+
+/// [`kernel_avx512`] for `rows` rows (1 to 14), over float32 or bf16 B panels.
+#[cfg(target_arch = "x86_64")]
+fn avx512_tile<const BF16: bool>(rows: usize) -> Tile {
+    match rows {
+        1 => kernel_avx512::<1, BF16>,
+        2 => kernel_avx512::<2, BF16>,
+        3 => kernel_avx512::<3, BF16>,
+        4 => kernel_avx512::<4, BF16>,
+        5 => kernel_avx512::<5, BF16>,
+        6 => kernel_avx512::<6, BF16>,
+        7 => kernel_avx512::<7, BF16>,
+        8 => kernel_avx512::<8, BF16>,
+        9 => kernel_avx512::<9, BF16>,
+        10 => kernel_avx512::<10, BF16>,
+        11 => kernel_avx512::<11, BF16>,
+        12 => kernel_avx512::<12, BF16>,
+        13 => kernel_avx512::<13, BF16>,
+        _ => kernel_avx512::<14, BF16>,
+    }
+}
+
 /// The 14 x 32 tile in 28 zmm registers, or its first `R` rows.
 ///
+/// With `BF16`, the B panel is in [`PackedB`]'s bf16 layout: each step loads
+/// 32 bf16 values in one 64-byte load and widens them to float32 with a shift
+/// and a mask (why: the few-row products of decoding are bound by how fast the
+/// weights arrive, and bf16 halves their bytes). Either way a step of `k`
+/// moves `b` on by the floats (or pairs of bf16) of one panel row.
+///
+/// The tile of `C` is prefetched before the K loop, so that the final
+/// read-add-write of a tile that has left the caches does not stall.
+///
 /// # Safety
-/// See [`Kernel::run`]; the CPU has AVX-512F.
+/// See [`Kernel::run`]; the CPU has AVX-512F; with `BF16`, `b` holds `kc * 16` words.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_avx512<const R: usize>(
+unsafe fn kernel_avx512<const R: usize, const BF16: bool>(
     kc: usize,
     a: *const f32,
     b: *const f32,
@@ -198,64 +220,44 @@ unsafe fn kernel_avx512<const R: usize>(
 ) {
     use std::arch::x86_64::*;
     const MR: usize = 14;
-    const NR: usize = 32;
-    prefetch_tile::<R>(c, ldc);
+    // 4-byte units of B per step of k: 32 floats, or 16 pairs of bf16
+    let step = if BF16 { 16 } else { 32 };
+    for i in 0..R {
+        _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + 16) as *const i8);
+    }
+    let high = _mm512_set1_epi32(0xffff_0000_u32 as i32);
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
         // past the last panel the address leaves the buffer: wrapping arithmetic, and a prefetch never faults
-        _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PREFETCH) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PREFETCH + 16) as *const i8);
-        let b0 = _mm512_loadu_ps(bp);
-        let b1 = _mm512_loadu_ps(bp.add(16));
+        let ahead = bp.wrapping_add(PREFETCH_STEPS * step);
+        _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+        let (b0, b1) = if BF16 {
+            let words = _mm512_loadu_si512(bp.cast());
+            // low halves: columns 0..16; high halves: columns 16..32
+            (_mm512_castsi512_ps(_mm512_slli_epi32::<16>(words)), _mm512_castsi512_ps(_mm512_and_si512(words, high)))
+        } else {
+            // a float32 row is two cache lines
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16) as *const i8);
+            (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)))
+        };
         for (i, row) in acc.iter_mut().enumerate() {
             let ai = _mm512_set1_ps(*ap.add(i));
             row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
             row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
         }
         ap = ap.add(MR);
-        bp = bp.add(NR);
+        bp = bp.add(step);
     }
-    store_tile(&acc, c, ldc, accumulate);
-}
-
-/// Prefetches the `R x 32` tile of `C` at `c` into L1, so that the final
-/// read-add-write of a tile that has left the caches does not stall.
-///
-/// # Safety
-/// The CPU has AVX-512F (the caller's target); prefetches never fault.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn prefetch_tile<const R: usize>(c: *const f32, ldc: usize) {
-    use std::arch::x86_64::*;
-    for i in 0..R {
-        _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + 16) as *const i8);
-    }
-}
-
-/// Writes the `R x 32` accumulators over the tile of `C` at `c`, or adds them to it.
-///
-/// # Safety
-/// The CPU has AVX-512F; `c` addresses `R` rows of 32 floats, `ldc` apart.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn store_tile<const R: usize>(
-    acc: &[[std::arch::x86_64::__m512; 2]; R],
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    use std::arch::x86_64::*;
-    for (i, row) in acc.iter().enumerate() {
+    for (i, row) in acc.iter_mut().enumerate() {
         let out = c.add(i * ldc);
-        let (mut lo, mut hi) = (row[0], row[1]);
         if accumulate {
-            lo = _mm512_add_ps(_mm512_loadu_ps(out), lo);
-            hi = _mm512_add_ps(_mm512_loadu_ps(out.add(16)), hi);
+            row[0] = _mm512_add_ps(_mm512_loadu_ps(out), row[0]);
+            row[1] = _mm512_add_ps(_mm512_loadu_ps(out.add(16)), row[1]);
         }
-        _mm512_storeu_ps(out, lo);
-        _mm512_storeu_ps(out.add(16), hi);
+        _mm512_storeu_ps(out, row[0]);
+        _mm512_storeu_ps(out.add(16), row[1]);
     }
 }
 
@@ -298,75 +300,6 @@ unsafe fn kernel_avx2<const R: usize>(
         _mm256_storeu_ps(out, row[0]);
         _mm256_storeu_ps(out.add(8), row[1]);
     }
-}
-
-/// The 14 x 32 AVX-512 tile, or its first `rows` rows, over a bf16 B panel
-/// ([`PackedB`]'s layout): each step loads 32 bf16 values in one 64-byte
-/// load and widens them to float32 with a shift and a mask, then proceeds as
-/// [`kernel_avx512`]. Why: the few-row products of decoding are bound by how
-/// fast the weights arrive, and bf16 halves their bytes.
-///
-/// # Safety
-/// As [`Kernel::run`] for [`Kernel::Avx512`]: the CPU has AVX-512F; `b` holds `kc * 16` words.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel_bf16(rows: usize, kc: usize, a: *const f32, b: *const u32, c: *mut f32, ldc: usize, accumulate: bool) {
-    type Tile = unsafe fn(usize, *const f32, *const u32, *mut f32, usize, bool);
-    const TILES: [Tile; 14] = [
-        kernel_bf16_rows::<1>,
-        kernel_bf16_rows::<2>,
-        kernel_bf16_rows::<3>,
-        kernel_bf16_rows::<4>,
-        kernel_bf16_rows::<5>,
-        kernel_bf16_rows::<6>,
-        kernel_bf16_rows::<7>,
-        kernel_bf16_rows::<8>,
-        kernel_bf16_rows::<9>,
-        kernel_bf16_rows::<10>,
-        kernel_bf16_rows::<11>,
-        kernel_bf16_rows::<12>,
-        kernel_bf16_rows::<13>,
-        kernel_bf16_rows::<14>,
-    ];
-    TILES[rows.clamp(1, 14) - 1](kc, a, b, c, ldc, accumulate)
-}
-
-/// [`kernel_bf16`] for `R` rows.
-///
-/// # Safety
-/// See [`kernel_bf16`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn kernel_bf16_rows<const R: usize>(
-    kc: usize,
-    a: *const f32,
-    b: *const u32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    use std::arch::x86_64::*;
-    const MR: usize = 14;
-    const WORDS: usize = 16;
-    prefetch_tile::<R>(c, ldc);
-    let high = _mm512_set1_epi32(0xffff_0000_u32 as i32);
-    let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    let (mut ap, mut bp) = (a, b);
-    for _ in 0..kc {
-        _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PREFETCH / 2) as *const i8);
-        let words = _mm512_loadu_si512(bp.cast());
-        // low halves: columns 0..16; high halves: columns 16..32
-        let b0 = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(words));
-        let b1 = _mm512_castsi512_ps(_mm512_and_si512(words, high));
-        for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm512_set1_ps(*ap.add(i));
-            row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-            row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
-        }
-        ap = ap.add(MR);
-        bp = bp.add(WORDS);
-    }
-    store_tile(&acc, c, ldc, accumulate);
 }
 
 /// Packs `count` lines starting at `first` (rows of `A` if `lines_are_rows`,
@@ -590,7 +523,7 @@ unsafe fn gemm_block(
                     let (dst, ld, add) =
                         if width == nr { (out, ldc, accumulate) } else { (tile.as_mut_ptr(), nr, false) };
                     if bf16 {
-                        kernel_bf16(height, kc, apanel.as_ptr(), bpanel.cast(), dst, ld, add);
+                        avx512_tile::<true>(height)(kc, apanel.as_ptr(), bpanel.cast(), dst, ld, add);
                     } else {
                         kernel.run(height, kc, apanel.as_ptr(), bpanel.cast(), dst, ld, add);
                     }
@@ -647,7 +580,7 @@ impl PackedType {
 /// panels `[k][NR]`, zero-padded past `N`. In bf16, each `k` row of a 32-wide
 /// panel is 16 words of 32 bits, word `i` holding column `16 + i` in its high
 /// half and column `i` in its low half: one shift gives columns 0..16 as
-/// float32 and one mask columns 16..32 (see `kernel_bf16`).
+/// float32 and one mask columns 16..32 (see `kernel_avx512`).
 pub struct PackedB {
     kernel: Kernel,
     ty: PackedType,

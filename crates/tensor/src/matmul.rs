@@ -143,12 +143,14 @@ pub fn matmul_packed(a: ArrayView2<f32>, b: &gemm::PackedB) -> Array2<f32> {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
     assert_eq!(k, k2, "matmul_packed: inner dimensions differ ({m}x{k} times {k2}x{n})");
-    let a =
-        if a.strides().iter().all(|&s| s >= 0) { a } else { return matmul_packed(a.as_standard_layout().view(), b) };
     if m == 0 || k == 0 {
         return Array2::zeros((m, n));
     }
-    written_by_kernel(m, n, |c| gemm::sgemm_packed_uninit(mat_ref(&a).expect("non-negative strides"), b, c))
+    match mat_ref(&a) {
+        Some(ar) => written_by_kernel(m, n, |c| gemm::sgemm_packed_uninit(ar, b, c)),
+        // negative strides: a standard-layout copy first
+        None => matmul_packed(a.as_standard_layout().view(), b),
+    }
 }
 
 /// Packs `b` `(K, N)` once for [`matmul_packed`] with `kernel`, stored as `ty`; any strides.

@@ -50,9 +50,12 @@ impl Simd {
 /// of outputs; AVX-512 has 32 registers).
 const ROWS: usize = 4;
 
-/// Rows of `X` one dot-product kernel call handles, against 3 rows of `W`
-/// (15 accumulators; see [`rows_avx512`]).
+/// Rows of `X` one dot-product kernel call handles, against [`DOT_BLOCK`]
+/// rows of `W` (15 accumulators; see [`rows_avx512`]).
 const DOT_ROWS: usize = 5;
+
+/// Rows of `W` one dot-product kernel call handles.
+const DOT_BLOCK: usize = 3;
 
 /// The width of each thread's task, a multiple of `unit`: about four tasks per
 /// thread, so that a thread that finishes early steals work instead of idling.
@@ -77,7 +80,7 @@ fn matvec_rows_with(simd: Simd, x: &[f32], m: usize, k: usize, w: &[f32], n: usi
     if m == 0 || n == 0 {
         return;
     }
-    let width = task_width(n, 3);
+    let width = task_width(n, DOT_BLOCK);
     // (N, M): each task writes whole rows of the transpose, then one pass puts them in place
     let mut out_t = vec![0.0f32; n * m];
     out_t.par_chunks_mut(width * m).enumerate().for_each(|(task, out)| {
@@ -120,23 +123,23 @@ fn matvec_rows_with(simd: Simd, x: &[f32], m: usize, k: usize, w: &[f32], n: usi
 #[target_feature(enable = "avx512f")]
 unsafe fn rows_avx512(x: &[f32], m: usize, k: usize, w: &[f32], nj: usize, out: &mut [f32]) {
     type Dots = unsafe fn(*const f32, usize, *const f32, *mut f32, usize);
-    // (blocks of 3 rows of W, the single rows of the tail) for r rows of X
+    // (blocks of DOT_BLOCK rows of W, the single rows of the tail) for r rows of X
     let kernels = |r: usize| -> (Dots, Dots) {
         match r {
-            1 => (dots_avx512::<1, 3>, dots_avx512::<1, 1>),
-            2 => (dots_avx512::<2, 3>, dots_avx512::<2, 1>),
-            3 => (dots_avx512::<3, 3>, dots_avx512::<3, 1>),
-            4 => (dots_avx512::<4, 3>, dots_avx512::<4, 1>),
-            _ => (dots_avx512::<5, 3>, dots_avx512::<5, 1>),
+            1 => (dots_avx512::<1, DOT_BLOCK>, dots_avx512::<1, 1>),
+            2 => (dots_avx512::<2, DOT_BLOCK>, dots_avx512::<2, 1>),
+            3 => (dots_avx512::<3, DOT_BLOCK>, dots_avx512::<3, 1>),
+            4 => (dots_avx512::<4, DOT_BLOCK>, dots_avx512::<4, 1>),
+            _ => (dots_avx512::<5, DOT_BLOCK>, dots_avx512::<5, 1>),
         }
     };
     let group = m.div_ceil(m.div_ceil(DOT_ROWS));
     let mut j = 0;
     while j < nj {
-        let block = if j + 3 <= nj { 3 } else { 1 };
+        let block = if j + DOT_BLOCK <= nj { DOT_BLOCK } else { 1 };
         for i0 in (0..m).step_by(group) {
-            let (three, one) = kernels(group.min(m - i0));
-            let kernel = if block == 3 { three } else { one };
+            let (full, one) = kernels(group.min(m - i0));
+            let kernel = if block == DOT_BLOCK { full } else { one };
             kernel(x.as_ptr().add(i0 * k), k, w.as_ptr().add(j * k), out.as_mut_ptr().add(j * m + i0), m);
         }
         j += block;

@@ -1,6 +1,6 @@
 //! Element-wise and row-wise kernels: softmax, layer norm, erf and GELU.
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMutD, Axis, Zip};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMutD, Zip};
 use rayon::prelude::*;
 
 /// Softmax over the last axis, in place: `p_i = exp(x_i - max_j x_j) / sum_k exp(x_k - max_j x_j)`.
@@ -17,27 +17,28 @@ use rayon::prelude::*;
 /// assert_eq!(x, ndarray::array![[0.5f32, 0.5], [1.0, 0.0]].into_dyn());
 /// ```
 pub fn softmax_last_dim(mut x: ArrayViewMutD<f32>) {
-    let last = Axis(x.ndim() - 1);
-    for mut row in x.lanes_mut(last) {
-        // (closures marked inline: a function item passed as `body` is called
-        // through a shim compiled without the target's features)
-        #[allow(clippy::redundant_closure)]
-        if let Some(slice) = row.as_slice_mut() {
-            for_best_simd(
-                slice,
-                #[inline(always)]
-                |r| softmax_row(r),
-            );
-        } else {
-            let mut copy = row.to_vec();
-            for_best_simd(
-                &mut copy,
-                #[inline(always)]
-                |r| softmax_row(r),
-            );
-            row.assign(&ArrayView1::from(&copy));
-        }
+    let n = x.shape()[x.ndim() - 1];
+    if n == 0 {
+        return;
     }
+    let Some(all) = x.as_slice_mut() else {
+        // a strided view: through a contiguous copy
+        let mut copy = x.to_owned();
+        softmax_last_dim(copy.view_mut());
+        x.assign(&copy);
+        return;
+    };
+    // (a closure marked inline: a function item passed as `body` is called
+    // through a shim compiled without the target's features)
+    for_best_simd(
+        all,
+        #[inline(always)]
+        |all| {
+            for row in all.chunks_exact_mut(n) {
+                softmax_row(row);
+            }
+        },
+    );
 }
 
 /// One row of [`softmax_last_dim`], written so that each pass vectorises: the

@@ -26,14 +26,15 @@ pub struct Linear {
 
 /// Where a background thread puts a [`Linear`]'s packed weight: see [`Linear::packed_later`].
 pub struct PackSlot {
+    kernel: Kernel,
     weight: Matrix,
     cell: Arc<OnceLock<PackedB>>,
 }
 
 impl PackSlot {
     /// Packs the layer's `W^T` as float32 and hands it to the layer.
-    pub fn fill(self, kernel: Kernel) {
-        let packed = tensor::matmul::pack_weight(kernel, PackedType::F32, self.weight.t());
+    pub fn fill(self) {
+        let packed = tensor::matmul::pack_weight(self.kernel, PackedType::F32, self.weight.t());
         // the slot is filled once: only this thread holds it
         let _ = self.cell.set(packed);
     }
@@ -82,12 +83,10 @@ impl Linear {
     /// 100-230 ms and distilbart's from 100 ms to 0.3-2 s (fresh memory is
     /// slow to fault in on a VM), for a one-sentence call of 12 ms.
     pub fn packed_later(mut self) -> (Self, Option<PackSlot>) {
-        if Kernel::detect().is_none() {
-            return (self, None);
-        }
+        let Some(kernel) = Kernel::detect() else { return (self, None) };
         let cell = Arc::new(OnceLock::new());
         self.packed = Some(Arc::clone(&cell));
-        let slot = PackSlot { weight: self.weight.clone(), cell };
+        let slot = PackSlot { kernel, weight: self.weight.clone(), cell };
         (self, Some(slot))
     }
 
